@@ -1,0 +1,119 @@
+"""Validation of caller input other than amounts: ids, text, times, limits.
+
+Each function returns the value to store, unchanged (ids are stored
+verbatim), or raises ``InvalidArgument``. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from tokenledger.constants import MAX_ID_LENGTH, MAX_MEMO_LENGTH, SYSTEM_ACCOUNT, is_reserved
+from tokenledger.errors import InvalidArgument
+
+__all__ = [
+    "account_id",
+    "entry_id",
+    "limit",
+    "memo",
+    "moment",
+    "optional_text",
+    "reason",
+    "user_account_id",
+]
+
+
+def account_id(value: object, *, name: str = "account id") -> str:
+    """Any well-formed id, reserved ones included (for reads)."""
+    return _text(value, name=name, max_length=MAX_ID_LENGTH)
+
+
+def user_account_id(value: object, *, name: str = "account id") -> str:
+    """An id an agent may own: well-formed and not reserved."""
+    text = account_id(value, name=name)
+    if is_reserved(text):
+        raise InvalidArgument(
+            f"{name} {text!r} is reserved: {SYSTEM_ACCOUNT!r} and 'system:...' belong to the ledger"
+        )
+    return text
+
+
+def reason(value: object) -> str:
+    """A reason is required and must say something."""
+    text = _text(value, name="reason", max_length=MAX_ID_LENGTH)
+    if not text.strip():
+        raise InvalidArgument("reason must not be blank")
+    return text
+
+
+def optional_text(value: object, *, name: str, max_length: int = MAX_ID_LENGTH) -> str | None:
+    """``None`` or a non-empty string within ``max_length`` characters."""
+    if value is None:
+        return None
+    return _text(value, name=name, max_length=max_length)
+
+
+def memo(value: object) -> str | None:
+    """A memo may be long, but not unbounded."""
+    return optional_text(value, name="memo", max_length=MAX_MEMO_LENGTH)
+
+
+def moment(value: object, *, name: str) -> datetime:
+    """A point in time from a datetime or an ISO-8601 string, as aware UTC.
+
+    A naive datetime (or a string without an offset) is taken to be UTC.
+    """
+    if isinstance(value, str):
+        if len(value) > 64:
+            raise InvalidArgument(f"{name} is not an ISO-8601 time: {value[:64]!r}...")
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError as exc:
+            raise InvalidArgument(f"{name} is not an ISO-8601 time: {value!r}") from exc
+    if not isinstance(value, datetime):
+        raise InvalidArgument(
+            f"{name} must be a datetime or an ISO-8601 string, got {type(value).__name__}"
+        )
+    if value.tzinfo is None or value.utcoffset() is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def limit(value: object, *, maximum: int | None = None) -> int | None:
+    """``None`` (no limit) or a positive int, at most ``maximum`` if given."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgument(f"limit must be a positive integer, got {value!r}")
+    if value < 1:
+        raise InvalidArgument(f"limit must be a positive integer, got {value}")
+    if maximum is not None and value > maximum:
+        raise InvalidArgument(f"limit must be at most {maximum}, got {value}")
+    return value
+
+
+def entry_id(value: object, *, name: str = "entry id") -> int:
+    """A positive integer id (entries, stakes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgument(f"{name} must be a positive integer, got {value!r}")
+    if value > 2**63 - 1:
+        raise InvalidArgument(f"{name} is out of range: {value}")
+    return value
+
+
+def _text(value: object, *, name: str, max_length: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, got {type(value).__name__}")
+    if not value:
+        raise InvalidArgument(f"{name} must not be empty")
+    if len(value) > max_length:
+        raise InvalidArgument(f"{name} is longer than {max_length} characters")
+    # NUL cannot be stored by PostgreSQL, and a lone surrogate cannot be
+    # encoded as UTF-8 at all: refuse both here rather than in the driver.
+    if "\x00" in value:
+        raise InvalidArgument(f"{name} must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidArgument(f"{name} is not valid Unicode text") from exc
+    return value

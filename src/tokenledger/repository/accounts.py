@@ -1,0 +1,119 @@
+"""SQL for ``token_accounts``: create, lock, update, read, sum."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, bindparam, func, select, update
+
+from tokenledger.amounts import UNITS_PER_TOKEN
+from tokenledger.books import Balances
+from tokenledger.models import accounts_table
+from tokenledger.repository._dialect import insert_ignoring_conflicts
+
+accounts = accounts_table
+_c = accounts.c
+
+
+def insert(connection: Connection, account_id: str, now: datetime) -> bool:
+    """Create an empty account; ``False`` if the id is taken (decided by the database)."""
+    statement = (
+        insert_ignoring_conflicts(connection, accounts)
+        .values(account_id=account_id, created_at=now, updated_at=now)
+        .returning(_c.account_id)
+    )
+    return connection.execute(statement).first() is not None
+
+
+def lock(connection: Connection, account_ids: Iterable[str]) -> dict[str, Row[tuple[object, ...]]]:
+    """Lock the accounts for the rest of the transaction and read them.
+
+    PostgreSQL: one ``SELECT ... FOR UPDATE`` ordered by id, so every writer
+    takes its locks in the same order and two writers cannot deadlock.
+    SQLite: the transaction already holds the database's write lock
+    (``BEGIN IMMEDIATE``); SQLAlchemy drops ``FOR UPDATE`` there.
+    """
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    statement = (
+        select(accounts).where(_c.account_id.in_(ids)).order_by(_c.account_id).with_for_update()
+    )
+    return {row.account_id: row for row in connection.execute(statement)}
+
+
+def read(connection: Connection, account_id: str) -> Row[tuple[object, ...]] | None:
+    return connection.execute(select(accounts).where(_c.account_id == account_id)).first()
+
+
+_save = (
+    update(accounts)
+    .where(_c.account_id == bindparam("b_account_id"))
+    .values(
+        balance=bindparam("b_balance"),
+        total_earned=bindparam("b_total_earned"),
+        total_spent=bindparam("b_total_spent"),
+        total_staked=bindparam("b_total_staked"),
+        updated_at=bindparam("b_updated_at"),
+    )
+)
+
+
+def save(connection: Connection, changed: dict[str, Balances], now: datetime) -> None:
+    """Write new figures for locked accounts (absolute values, not increments)."""
+    if not changed:
+        return
+    connection.execute(
+        _save,
+        [
+            {
+                "b_account_id": account_id,
+                "b_balance": b.balance,
+                "b_total_earned": b.total_earned,
+                "b_total_spent": b.total_spent,
+                "b_total_staked": b.total_staked,
+                "b_updated_at": now,
+            }
+            for account_id, b in changed.items()
+        ],
+    )
+
+
+def balances_of(row: Row[tuple[object, ...]]) -> Balances:
+    m = row._mapping
+    return Balances(
+        int(m["balance"]), int(m["total_earned"]), int(m["total_spent"]), int(m["total_staked"])
+    )
+
+
+def total_supply(connection: Connection) -> int:
+    """Σ (balance + staked) over all accounts, exact on every backend.
+
+    Summing whole tokens and remainders apart keeps each SUM far from the
+    64-bit limit at which SQLite's integer SUM would overflow.
+    """
+    whole = (_c.balance // UNITS_PER_TOKEN) + (_c.total_staked // UNITS_PER_TOKEN)
+    rest = (_c.balance % UNITS_PER_TOKEN) + (_c.total_staked % UNITS_PER_TOKEN)
+    row = connection.execute(
+        select(func.coalesce(func.sum(whole), 0), func.coalesce(func.sum(rest), 0))
+    ).one()
+    return int(row[0]) * UNITS_PER_TOKEN + int(row[1])
+
+
+def count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(accounts)).scalar_one())
+
+
+def stream(connection: Connection, *, chunk: int = 5000) -> Iterator[Row[tuple[object, ...]]]:
+    """Every account in id order, read in keyset pages so memory stays flat."""
+    after: str | None = None
+    while True:
+        statement = select(accounts).order_by(_c.account_id).limit(chunk)
+        if after is not None:
+            statement = statement.where(_c.account_id > after)
+        rows = connection.execute(statement).all()
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].account_id

@@ -1,0 +1,218 @@
+"""SQL for ``token_ledger``: append entries and read them back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Row,
+    Select,
+    func,
+    insert,
+    literal,
+    select,
+    text,
+    tuple_,
+    union_all,
+)
+
+from tokenledger.models import journal_table
+from tokenledger.repository._dialect import is_postgresql, writer_txid
+
+journal = journal_table
+_c = journal.c
+
+# The columns a caller writes; id, writer_txid come from the database.
+ENTRY_FIELDS = (
+    "timestamp",
+    "from_account",
+    "to_account",
+    "amount",
+    "reason",
+    "reference_type",
+    "reference_id",
+    "memo",
+    "balance_after_from",
+    "balance_after_to",
+    "idempotency_key",
+    "stake_id",
+    "reverses_entry_id",
+)
+
+EntryRecord = Row[tuple[Any, ...]]
+
+
+def append(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Append entries in order and return their ids, in the same order.
+
+    A single entry takes its id from ``RETURNING``. Several entries get
+    their ids reserved first, in increasing order, so that the ids follow
+    the order in which their balances were computed.
+    """
+    if len(rows) == 1:
+        statement = insert(journal).values(writer_txid=writer_txid(connection)).returning(_c.id)
+        return [connection.execute(statement, dict(rows[0])).scalar_one()]
+    ids = _reserve_ids(connection, len(rows))
+    connection.execute(
+        insert(journal).values(writer_txid=writer_txid(connection)),
+        [{**row, "id": entry_id} for row, entry_id in zip(rows, ids, strict=True)],
+    )
+    return ids
+
+
+def _reserve_ids(connection: Connection, n: int) -> list[int]:
+    if is_postgresql(connection):
+        sequence = connection.execute(
+            text("SELECT pg_get_serial_sequence('token_ledger', 'id')")
+        ).scalar_one()
+        result = connection.execute(
+            text("SELECT nextval(CAST(:seq AS regclass)) FROM generate_series(1, :n)"),
+            {"seq": sequence, "n": n},
+        )
+        return sorted(result.scalars())
+    # SQLite: the transaction holds the write lock, so nobody else can take these.
+    top = connection.execute(select(func.coalesce(func.max(_c.id), 0))).scalar_one()
+    return list(range(top + 1, top + 1 + n))
+
+
+def get(connection: Connection, entry_id: int) -> EntryRecord | None:
+    return connection.execute(select(journal).where(_c.id == entry_id)).first()
+
+
+def reversal_of(connection: Connection, entry_id: int) -> int | None:
+    """The id of the entry that reverses ``entry_id``, if any."""
+    return connection.execute(
+        select(_c.id).where(_c.reverses_entry_id == entry_id)
+    ).scalar_one_or_none()
+
+
+def by_idempotency_key(connection: Connection, key: str) -> Sequence[EntryRecord]:
+    """The entries written under ``key`` (one, or the legs of one operation)."""
+    statement = select(journal).where(_c.idempotency_key == key).order_by(_c.id)
+    return connection.execute(statement).all()
+
+
+def for_account(
+    connection: Connection,
+    account_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    before_id: int | None = None,
+    limit: int | None = None,
+) -> Sequence[EntryRecord]:
+    """Entries where the account is a party, newest first.
+
+    "Newest" is by (timestamp, id). Both orders agree within one account:
+    its entries are written under its row lock, with timestamps that never
+    go back (see ``Ledger``). Each side is read from its own index and the
+    two are merged, instead of an ``OR`` that would sort every match.
+    """
+
+    def side(party: Any) -> Select[Any]:
+        q = select(journal).where(party == account_id)
+        q = _window(q, since=since, until=until, before_id=before_id)
+        q = q.order_by(_c.timestamp.desc(), _c.id.desc())
+        return q.limit(limit) if limit is not None else q
+
+    both = union_all(
+        select(side(_c.from_account).subquery()), select(side(_c.to_account).subquery())
+    ).subquery()
+    statement = select(both).order_by(both.c.timestamp.desc(), both.c.id.desc())
+    if limit is not None:
+        statement = statement.limit(limit)
+    return connection.execute(statement).all()
+
+
+def latest(
+    connection: Connection,
+    *,
+    since: datetime | None = None,
+    before_id: int | None = None,
+    limit: int | None = None,
+) -> Sequence[EntryRecord]:
+    """The whole journal, newest (highest id) first."""
+    statement = select(journal).order_by(_c.id.desc())
+    if since is not None:
+        statement = statement.where(_c.timestamp >= since)
+    if before_id is not None:
+        statement = statement.where(_c.id < before_id)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return connection.execute(statement).all()
+
+
+def balance_as_of(connection: Connection, account_id: str, moment: datetime) -> int | None:
+    """The account's balance after its last entry at or before ``moment``.
+
+    Two index probes (one per side), never a sum over history. ``None``
+    when the account had no entry by then.
+    """
+    best: tuple[datetime, int, int] | None = None
+    for party, after in (
+        (_c.from_account, _c.balance_after_from),
+        (_c.to_account, _c.balance_after_to),
+    ):
+        row = connection.execute(
+            select(_c.timestamp, _c.id, after)
+            .where(party == account_id, _c.timestamp <= moment)
+            .order_by(_c.timestamp.desc(), _c.id.desc())
+            .limit(1)
+        ).first()
+        if row is not None and (best is None or (row[0], row[1]) > best[:2]):
+            best = (row[0], row[1], row[2])
+    return None if best is None else best[2]
+
+
+def stream(
+    connection: Connection, *, after_id: int = 0, chunk: int = 5000
+) -> Iterator[EntryRecord]:
+    """Every entry in id order, read in keyset pages so memory stays flat."""
+    while True:
+        rows = connection.execute(
+            select(journal).where(_c.id > after_id).order_by(_c.id).limit(chunk)
+        ).all()
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after_id = rows[-1].id
+
+
+def count(connection: Connection) -> int:
+    return int(connection.execute(select(func.count()).select_from(journal)).scalar_one())
+
+
+def _window(
+    statement: Select[Any],
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    before_id: int | None,
+) -> Select[Any]:
+    if since is not None:
+        statement = statement.where(_c.timestamp >= since)
+    if until is not None:
+        statement = statement.where(_c.timestamp <= until)
+    if before_id is not None:
+        cursor = select(_c.timestamp).where(_c.id == before_id).scalar_subquery()
+        statement = statement.where(
+            tuple_(_c.timestamp, _c.id) < tuple_(cursor, literal(before_id, BigInteger))
+        )
+    return statement
+
+
+__all__ = [
+    "ENTRY_FIELDS",
+    "append",
+    "balance_as_of",
+    "by_idempotency_key",
+    "count",
+    "for_account",
+    "get",
+    "latest",
+    "stream",
+]

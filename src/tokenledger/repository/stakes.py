@@ -1,0 +1,95 @@
+"""SQL for ``token_stakes``: open, lock, close, read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, func, insert, select, update
+
+from tokenledger.models import stakes_table
+from tokenledger.repository._dialect import is_postgresql
+
+stakes = stakes_table
+_c = stakes.c
+
+StakeRecord = Row[tuple[Any, ...]]
+
+
+def open_stake(connection: Connection, **fields: Any) -> int:
+    statement = insert(stakes).values(status="open", **fields).returning(_c.id)
+    return int(connection.execute(statement).scalar_one())
+
+
+def lock(connection: Connection, stake_ids: Iterable[int]) -> dict[int, StakeRecord]:
+    """Lock stakes in id order (stakes before accounts: the ledger's one lock order)."""
+    ids = sorted(set(stake_ids))
+    statement = select(stakes).where(_c.id.in_(ids)).order_by(_c.id).with_for_update()
+    return {row.id: row for row in connection.execute(statement)}
+
+
+def lock_expired(connection: Connection, now: datetime, limit: int) -> Sequence[StakeRecord]:
+    """Open stakes past their expiry that no other transaction holds right now.
+
+    ``SKIP LOCKED`` lets several expiry runs share the work on PostgreSQL
+    instead of queueing behind each other; SQLite runs one writer at a time.
+    """
+    statement = (
+        select(stakes)
+        .where(_c.status == "open", _c.expires_at.is_not(None), _c.expires_at <= now)
+        .order_by(_c.id)
+        .limit(limit)
+    )
+    if is_postgresql(connection):
+        statement = statement.with_for_update(skip_locked=True)
+    return connection.execute(statement).all()
+
+
+def close(connection: Connection, stake_id: int, status: str, closed_at: datetime) -> None:
+    connection.execute(
+        update(stakes)
+        .where(_c.id == stake_id, _c.status == "open")
+        .values(status=status, closed_at=closed_at)
+    )
+
+
+def get(connection: Connection, stake_id: int) -> StakeRecord | None:
+    return connection.execute(select(stakes).where(_c.id == stake_id)).first()
+
+
+def for_account(
+    connection: Connection, account_id: str, *, open_only: bool
+) -> Sequence[StakeRecord]:
+    statement = select(stakes).where(_c.account_id == account_id).order_by(_c.id)
+    if open_only:
+        statement = statement.where(_c.status == "open")
+    return connection.execute(statement).all()
+
+
+def stream(connection: Connection, *, chunk: int = 5000) -> Iterator[StakeRecord]:
+    """Every stake in id order, in keyset pages."""
+    after = 0
+    while True:
+        rows = connection.execute(
+            select(stakes).where(_c.id > after).order_by(_c.id).limit(chunk)
+        ).all()
+        yield from rows
+        if len(rows) < chunk:
+            return
+        after = rows[-1].id
+
+
+def owners(connection: Connection) -> dict[int, str]:
+    """Stake id to owner, for replaying escrow entries."""
+    return {row.id: row.account_id for row in connection.execute(select(_c.id, _c.account_id))}
+
+
+def open_totals(connection: Connection) -> dict[str, int]:
+    """Per account, the sum of its open stakes."""
+    statement = (
+        select(_c.account_id, func.sum(_c.amount))
+        .where(_c.status == "open")
+        .group_by(_c.account_id)
+    )
+    return {row[0]: int(row[1]) for row in connection.execute(statement)}

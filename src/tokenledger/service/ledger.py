@@ -1,0 +1,219 @@
+"""The ``Ledger`` service: where every token movement starts and ends.
+
+A write runs as one short transaction (``unit_of_work.run_write``):
+
+1. validate the arguments (nothing touches the database before that);
+2. if an idempotency key is given, return the entry already written under it;
+3. lock the accounts the write touches (``repository.accounts.lock``);
+4. compute the new figures and each entry's balances-after (``Posting``),
+   refusing overdrafts and overflow;
+5. append the entries and save the account figures; commit.
+
+Stakes, audit and analytics are sibling modules whose operations this class
+exposes; see ``stakes.py``, ``audit.py`` and ``analytics.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from tokenledger import inputs
+from tokenledger.amounts import AmountInput, from_units, to_units
+from tokenledger.books import Balances
+from tokenledger.constants import SYSTEM_ACCOUNT
+from tokenledger.errors import AccountExists, AccountNotFound, EntryNotFound, InvalidArgument
+from tokenledger.records import Account, LedgerEntry
+from tokenledger.repository import accounts, journal
+from tokenledger.service.analytics import AnalyticsOperations
+from tokenledger.service.audit import AuditOperations
+from tokenledger.service.postings import Draft, Posting, account_record, entry_record, now_after
+from tokenledger.service.stakes import StakeOperations
+from tokenledger.service.unit_of_work import run_read, run_write
+
+__all__ = ["INITIAL_BALANCE_REASON", "Ledger"]
+
+INITIAL_BALANCE_REASON = "initial_balance"
+
+
+class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
+    """The double-entry token ledger.
+
+    ``Ledger(engine)`` runs each call in its own transaction.
+    ``ledger.using(connection_or_session)`` runs calls inside a transaction
+    the caller owns; ``with ledger.transaction() as tx:`` groups several
+    calls into one transaction that commits when the block ends.
+    """
+
+    # -- accounts ---------------------------------------------------------
+
+    def create_account(self, agent_id: str, initial_balance: AmountInput = 1000) -> Account:
+        """Open an account; a positive ``initial_balance`` is minted to it as an entry."""
+        account_id = inputs.user_account_id(agent_id)
+        initial = to_units(initial_balance, allow_zero=True)
+
+        def work(connection: Connection) -> Account:
+            created_at = now_after()
+            if not accounts.insert(connection, account_id, created_at):
+                raise AccountExists(account_id)
+            if initial:
+                posting = Posting({account_id: Balances()}, created_at)
+                posting.add(Draft(SYSTEM_ACCOUNT, account_id, initial, INITIAL_BALANCE_REASON))
+                self._write_posting(connection, posting)
+            amount = from_units(initial)
+            zero = from_units(0)
+            return Account(account_id, amount, amount, zero, zero, created_at, created_at)
+
+        return run_write(self._binding, work)
+
+    def get_account(self, agent_id: str) -> Account:
+        account_id = inputs.account_id(agent_id)
+        row = run_read(self._binding, lambda c: accounts.read(c, account_id))
+        if row is None:
+            raise AccountNotFound(account_id)
+        return account_record(row)
+
+    def get_balance(self, agent_id: str, as_of: datetime | str | None = None) -> Decimal:
+        """The available balance (staked tokens excluded), now or at ``as_of``."""
+        account_id = inputs.account_id(agent_id)
+        moment = None if as_of is None else inputs.moment(as_of, name="as_of")
+
+        def work(connection: Connection) -> int:
+            row = accounts.read(connection, account_id)
+            if row is None:
+                raise AccountNotFound(account_id)
+            if moment is None:
+                return int(row.balance)
+            past = journal.balance_as_of(connection, account_id, moment)
+            return 0 if past is None else past
+
+        return from_units(run_read(self._binding, work, snapshot=moment is not None))
+
+    def get_total_supply(self) -> Decimal:
+        """Minted minus burned: every account's balance plus its staked tokens."""
+        return from_units(run_read(self._binding, accounts.total_supply))
+
+    # -- moving tokens ----------------------------------------------------
+
+    def transfer(
+        self,
+        from_id: str,
+        to_id: str,
+        amount: AmountInput,
+        reason: str,
+        reference_type: str | None = None,
+        reference_id: str | None = None,
+        memo: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> LedgerEntry:
+        """Move tokens between two distinct existing accounts."""
+        sender = inputs.user_account_id(from_id, name="from account")
+        receiver = inputs.user_account_id(to_id, name="to account")
+        if sender == receiver:
+            raise InvalidArgument(f"cannot transfer from {sender!r} to itself")
+        draft = self._draft(
+            sender, receiver, amount, reason, reference_type, reference_id, memo, idempotency_key
+        )
+        return self._post_one(draft)
+
+    def mint(
+        self,
+        to_id: str,
+        amount: AmountInput,
+        reason: str,
+        reference_type: str | None = None,
+        reference_id: str | None = None,
+        memo: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> LedgerEntry:
+        """Create new tokens from ``system`` into an account."""
+        receiver = inputs.user_account_id(to_id, name="to account")
+        draft = self._draft(
+            SYSTEM_ACCOUNT,
+            receiver,
+            amount,
+            reason,
+            reference_type,
+            reference_id,
+            memo,
+            idempotency_key,
+        )
+        return self._post_one(draft)
+
+    def burn(
+        self,
+        from_id: str,
+        amount: AmountInput,
+        reason: str,
+        reference_type: str | None = None,
+        reference_id: str | None = None,
+        memo: str | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> LedgerEntry:
+        """Destroy tokens from an account's available balance."""
+        sender = inputs.user_account_id(from_id, name="from account")
+        draft = self._draft(
+            sender,
+            SYSTEM_ACCOUNT,
+            amount,
+            reason,
+            reference_type,
+            reference_id,
+            memo,
+            idempotency_key,
+        )
+        return self._post_one(draft)
+
+    # -- reading the journal ----------------------------------------------
+
+    def get_statement(
+        self,
+        agent_id: str,
+        since: datetime | str | None = None,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
+        """Entries where the account is sender or receiver, newest first."""
+        return self.list_entries(account=agent_id, since=since, limit=limit)
+
+    def list_entries(
+        self,
+        *,
+        account: str | None = None,
+        since: datetime | str | None = None,
+        before: int | None = None,
+        limit: int | None = None,
+    ) -> list[LedgerEntry]:
+        """Entries newest first: one account's, or the whole journal's.
+
+        ``before`` is a cursor: pass the id of the last entry of a page to
+        get the next page, until a page comes back empty.
+        """
+        account_id = None if account is None else inputs.account_id(account)
+        start = None if since is None else inputs.moment(since, name="since")
+        cursor = None if before is None else inputs.entry_id(before, name="before")
+        count = inputs.limit(limit)
+
+        def work(connection: Connection) -> Sequence[Row[Any]]:
+            if account_id is None:
+                return journal.latest(connection, since=start, before_id=cursor, limit=count)
+            if accounts.read(connection, account_id) is None:
+                raise AccountNotFound(account_id)
+            return journal.for_account(
+                connection, account_id, since=start, before_id=cursor, limit=count
+            )
+
+        return [entry_record(row) for row in run_read(self._binding, work, snapshot=True)]
+
+    def get_entry(self, entry_id: int) -> LedgerEntry:
+        checked = inputs.entry_id(entry_id)
+        row = run_read(self._binding, lambda c: journal.get(c, checked))
+        if row is None:
+            raise EntryNotFound(checked)
+        return entry_record(row)

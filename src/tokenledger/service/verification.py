@@ -1,0 +1,300 @@
+"""``verify``: the books prove themselves, or say exactly where they do not.
+
+Everything is recomputed from the journal and compared with what is stored,
+in one consistent snapshot, streaming, so memory grows with the number of
+accounts and stakes, not with the number of entries:
+
+1. the hash chain from genesis (every link recomputed), its head, and every
+   entry older than the head being in it;
+2. every entry's ``balance_after_*`` against a replay of the journal, and
+   per account timestamps that never go back;
+3. every account's balance and totals against the replay, none negative;
+4. every stake against its escrow entries, and open stakes against
+   ``total_staked``;
+5. supply: minted minus burned against the sum of balances and stakes;
+6. every checkpoint's Merkle root and chain hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row
+
+from tokenledger.amounts import format_amount
+from tokenledger.books import Balances, UnknownParty, apply_entry
+from tokenledger.chain import GENESIS_HASH, entry_hash, merkle_root
+from tokenledger.constants import ESCROW_ACCOUNT, SYSTEM_ACCOUNT, is_reserved
+from tokenledger.records import Problem, VerifyReport
+from tokenledger.repository import accounts, chain, journal, stakes
+
+__all__ = ["MAX_PROBLEMS", "verify_books"]
+
+MAX_PROBLEMS = 10_000  # beyond this, the report says how many more were found
+
+
+@dataclass
+class _Findings:
+    problems: list[Problem] = field(default_factory=list)
+    dropped: int = 0
+
+    def add(self, kind: str, message: str, **about: Any) -> None:
+        if len(self.problems) < MAX_PROBLEMS:
+            self.problems.append(Problem(kind, message, **about))
+        else:
+            self.dropped += 1
+
+
+def verify_books(connection: Connection) -> VerifyReport:
+    """Check everything listed in the module docstring; never writes."""
+    found = _Findings()
+    counts: dict[str, int] = {}
+    _verify_chain(connection, found, counts)
+    books, minted, burned, escrow_by_stake = _replay(connection, found, counts)
+    _verify_accounts(connection, books, found, counts)
+    _verify_stakes(connection, escrow_by_stake, found, counts)
+    supply = accounts.total_supply(connection)
+    if minted - burned != supply:
+        found.add(
+            "supply_mismatch",
+            f"minted {format_amount(minted)} - burned {format_amount(burned)} = "
+            f"{format_amount(minted - burned)}, but accounts hold {format_amount(supply)}",
+        )
+    counts["minted_units"] = minted
+    counts["burned_units"] = burned
+    _verify_checkpoints(connection, found, counts)
+    if found.dropped:
+        counts["problems_not_listed"] = found.dropped
+    return VerifyReport(ok=not found.problems, problems=found.problems, counts=counts)
+
+
+def _verify_chain(connection: Connection, found: _Findings, counts: dict[str, int]) -> None:
+    previous = GENESIS_HASH
+    expected_seq = 1
+    sealed = 0
+    for link in chain.walk(connection):
+        sealed += 1
+        if link.seq != expected_seq:
+            found.add(
+                "chain_gap",
+                f"chain position {expected_seq} is missing (next is {link.seq})",
+                entry_id=link.entry_id,
+            )
+            expected_seq = link.seq
+        if link.id is None:
+            found.add(
+                "chain_entry_missing",
+                f"chain position {link.seq} names entry {link.entry_id}, which is gone",
+                entry_id=link.entry_id,
+            )
+        elif entry_hash(previous, link._mapping) != link.chain_hash:
+            found.add(
+                "chain_hash_mismatch",
+                f"entry {link.entry_id} (chain position {link.seq}) no longer matches its hash",
+                entry_id=link.entry_id,
+            )
+        # Go on from the stored hash, so one altered entry is reported once.
+        previous = link.chain_hash
+        expected_seq += 1
+    head = chain.read_head(connection)
+    if head.seq != sealed or head.hash != previous:
+        found.add(
+            "chain_head_mismatch",
+            f"chain head says position {head.seq}, but the chain ends at {sealed}",
+        )
+    counts["sealed"] = sealed
+    counts["head_seq"] = head.seq
+    _unsealed_behind_head(connection, head, found, counts)
+
+
+def _unsealed_behind_head(
+    connection: Connection, head: Row[Any], found: _Findings, counts: dict[str, int]
+) -> None:
+    """Entries the sealer has passed but that are not in the chain were added behind its back."""
+    pending = 0
+    position = (head.last_txid, head.last_entry_id)
+    for entry in chain.unsealed_everywhere(connection):
+        if (entry.writer_txid, entry.id) <= position:
+            found.add(
+                "unsealed_entry",
+                f"entry {entry.id} is older than the sealed chain but not in it",
+                entry_id=entry.id,
+            )
+        else:
+            pending += 1
+    counts["unsealed_pending"] = pending
+
+
+def _replay(
+    connection: Connection, found: _Findings, counts: dict[str, int]
+) -> tuple[dict[str, Balances], int, int, dict[int, int]]:
+    """Replay the journal in id order; compare each entry's balances-after."""
+    known = {row.account_id for row in accounts.stream(connection)}
+    owners = stakes.owners(connection)
+    books: dict[str, Balances] = {account_id: Balances() for account_id in known}
+    last_time: dict[str, datetime] = {}
+    escrow_by_stake: dict[int, int] = {}
+    minted = burned = entries = 0
+    for entry in journal.stream(connection):
+        entries += 1
+        about = {"entry_id": entry.id}
+        if entry.amount <= 0 or entry.from_account == entry.to_account:
+            found.add(
+                "malformed_entry",
+                f"entry {entry.id} has a non-positive amount or one party",
+                **about,
+            )
+            continue
+        owner = owners.get(entry.stake_id) if entry.stake_id is not None else None
+        escrow_side = ESCROW_ACCOUNT in (entry.from_account, entry.to_account)
+        if escrow_side and owner is None:
+            found.add("stake_missing", f"escrow entry {entry.id} names no known stake", **about)
+            continue
+        try:
+            after = apply_entry(books, entry.from_account, entry.to_account, entry.amount, owner)
+        except UnknownParty as missing:
+            found.add(
+                "unknown_account",
+                f"entry {entry.id} names {missing.account_id!r}, which has no account",
+                account_id=missing.account_id,
+                **about,
+            )
+            continue
+        except ValueError as exc:
+            found.add("malformed_entry", f"entry {entry.id}: {exc}", **about)
+            continue
+        if escrow_side and entry.stake_id is not None:
+            delta = entry.amount if entry.to_account == ESCROW_ACCOUNT else -entry.amount
+            escrow_by_stake[entry.stake_id] = escrow_by_stake.get(entry.stake_id, 0) + delta
+        if entry.from_account == SYSTEM_ACCOUNT:
+            minted += entry.amount
+        if entry.to_account == SYSTEM_ACCOUNT:
+            burned += entry.amount
+        stored = (entry.balance_after_from, entry.balance_after_to)
+        if after != stored:
+            found.add(
+                "balance_after_mismatch",
+                f"entry {entry.id} records balances after {_pair(stored)}, "
+                f"replay gives {_pair(after)}",
+                **about,
+            )
+        for party in (entry.from_account, entry.to_account, owner):
+            if party is None or is_reserved(party):
+                continue
+            if party in last_time and entry.timestamp < last_time[party]:
+                found.add(
+                    "timestamp_order",
+                    f"entry {entry.id} is dated before an earlier entry of {party!r}",
+                    account_id=party,
+                    **about,
+                )
+            last_time[party] = max(entry.timestamp, last_time.get(party, entry.timestamp))
+            if books[party].balance < 0:
+                found.add(
+                    "negative_balance",
+                    f"replay takes {party!r} below zero at entry {entry.id}",
+                    account_id=party,
+                    **about,
+                )
+    counts["entries"] = entries
+    return books, minted, burned, escrow_by_stake
+
+
+def _verify_accounts(
+    connection: Connection, books: dict[str, Balances], found: _Findings, counts: dict[str, int]
+) -> None:
+    n = 0
+    for row in accounts.stream(connection):
+        n += 1
+        stored = accounts.balances_of(row)
+        replayed = books.get(row.account_id, Balances())
+        if stored != replayed:
+            found.add(
+                "account_mismatch",
+                f"account {row.account_id!r} stores {_figures(stored)}, "
+                f"its entries replay to {_figures(replayed)}",
+                account_id=row.account_id,
+            )
+        if min(stored.balance, stored.total_staked) < 0:
+            found.add(
+                "negative_balance",
+                f"account {row.account_id!r} stores a negative figure",
+                account_id=row.account_id,
+            )
+    counts["accounts"] = n
+
+
+def _verify_stakes(
+    connection: Connection,
+    escrow_by_stake: dict[int, int],
+    found: _Findings,
+    counts: dict[str, int],
+) -> None:
+    open_totals = stakes.open_totals(connection)
+    n = 0
+    for account_row in accounts.stream(connection):
+        expected = open_totals.get(account_row.account_id, 0)
+        if account_row.total_staked != expected:
+            found.add(
+                "staked_mismatch",
+                f"account {account_row.account_id!r} has total_staked "
+                f"{format_amount(account_row.total_staked)} "
+                f"but open stakes of {format_amount(expected)}",
+                account_id=account_row.account_id,
+            )
+    for row in stakes.stream(connection):
+        n += 1
+        stake_id, owner = row.id, row.account_id
+        held = escrow_by_stake.get(stake_id, 0)
+        expected = row.amount if row.status == "open" else 0
+        if held != expected:
+            found.add(
+                "stake_mismatch",
+                f"stake {stake_id} of {owner!r} is {row.status} with {format_amount(row.amount)}, "
+                f"but its entries leave {format_amount(held)} in escrow",
+                stake_id=stake_id,
+                account_id=owner,
+            )
+    counts["stakes"] = n
+
+
+def _verify_checkpoints(connection: Connection, found: _Findings, counts: dict[str, int]) -> None:
+    expected_first = 1
+    rows = chain.all_checkpoints(connection)
+    for checkpoint in rows:
+        about = {"checkpoint_id": checkpoint.id}
+        if checkpoint.first_seq != expected_first:
+            found.add(
+                "checkpoint_gap",
+                f"checkpoint {checkpoint.id} starts at {checkpoint.first_seq}, "
+                f"expected {expected_first}",
+                **about,
+            )
+        hashes = chain.hashes(connection, checkpoint.first_seq, checkpoint.last_seq)
+        if len(hashes) != checkpoint.last_seq - checkpoint.first_seq + 1:
+            found.add(
+                "checkpoint_mismatch",
+                f"checkpoint {checkpoint.id} covers positions the chain no longer has",
+                **about,
+            )
+        elif merkle_root(hashes) != checkpoint.merkle_root or hashes[-1] != checkpoint.chain_hash:
+            found.add(
+                "checkpoint_mismatch",
+                f"checkpoint {checkpoint.id} no longer matches the chain it sealed",
+                **about,
+            )
+        expected_first = checkpoint.last_seq + 1
+    counts["checkpoints"] = len(rows)
+
+
+def _pair(pair: tuple[int | None, int | None]) -> str:
+    return "(" + ", ".join("-" if v is None else format_amount(v) for v in pair) + ")"
+
+
+def _figures(b: Balances) -> str:
+    return (
+        f"balance {format_amount(b.balance)}, earned {format_amount(b.total_earned)}, "
+        f"spent {format_amount(b.total_spent)}, staked {format_amount(b.total_staked)}"
+    )
