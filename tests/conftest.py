@@ -141,7 +141,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _empty_postgres(engine: Engine) -> None:
+def empty_postgres(engine: Engine) -> None:
     with engine.begin() as connection:
         # The append-only triggers refuse TRUNCATE; a superuser may bypass
         # them for the session, which is what a test reset needs.
@@ -178,7 +178,7 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
     url = request.getfixturevalue("postgres_url")
     engine = create_engine(url)
     try:
-        _empty_postgres(engine)
+        empty_postgres(engine)
     finally:
         engine.dispose()
     yield url
@@ -187,6 +187,15 @@ def database_url(backend: str, request: pytest.FixtureRequest, tmp_path: Path) -
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
     engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """PostgreSQL only (for lock and concurrency tests): an emptied database, a large pool."""
+    engine = create_engine(postgres_url, pool_size=20, max_overflow=0)
+    empty_postgres(engine)
     yield engine
     engine.dispose()
 

@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Row, bindparam, func, select, update
 from tokenledger.amounts import UNITS_PER_TOKEN
 from tokenledger.books import Balances
 from tokenledger.models import accounts_table
-from tokenledger.repository._dialect import insert_ignoring_conflicts
+from tokenledger.repository._dialect import insert_ignoring_conflicts, keyset_pages
 
 accounts = accounts_table
 _c = accounts.c
@@ -105,15 +105,6 @@ def count(connection: Connection) -> int:
     return int(connection.execute(select(func.count()).select_from(accounts)).scalar_one())
 
 
-def stream(connection: Connection, *, chunk: int = 5000) -> Iterator[Row[tuple[object, ...]]]:
-    """Every account in id order, read in keyset pages so memory stays flat."""
-    after: str | None = None
-    while True:
-        statement = select(accounts).order_by(_c.account_id).limit(chunk)
-        if after is not None:
-            statement = statement.where(_c.account_id > after)
-        rows = connection.execute(statement).all()
-        yield from rows
-        if len(rows) < chunk:
-            return
-        after = rows[-1].account_id
+def stream(connection: Connection) -> Iterator[Row[tuple[object, ...]]]:
+    """Every account in id order, in keyset pages so memory stays flat."""
+    return keyset_pages(connection, select(accounts), _c.account_id, label="account_id")

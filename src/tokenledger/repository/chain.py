@@ -14,7 +14,7 @@ from tokenledger.models import (
     checkpoints_table,
     journal_table,
 )
-from tokenledger.repository._dialect import is_postgresql
+from tokenledger.repository._dialect import is_postgresql, keyset_pages
 
 chain = chain_table
 head = chain_head_table
@@ -121,21 +121,12 @@ def move_head(
     )
 
 
-def walk(connection: Connection, *, after_seq: int = 0, chunk: int = 5000) -> Iterator[Row[Any]]:
-    """Chain links joined to their entries, in seq order (entry columns may be NULL if missing)."""
-    while True:
-        statement = (
-            select(chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.entry_id, journal)
-            .select_from(chain.outerjoin(journal, journal.c.id == chain.c.entry_id))
-            .where(chain.c.seq > after_seq)
-            .order_by(chain.c.seq)
-            .limit(chunk)
-        )
-        rows = connection.execute(statement).all()
-        yield from rows
-        if len(rows) < chunk:
-            return
-        after_seq = rows[-1].seq
+def walk(connection: Connection) -> Iterator[Row[Any]]:
+    """Chain links joined to their entries, in seq order (entry columns NULL if it is gone)."""
+    statement = select(
+        chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.entry_id, journal
+    ).select_from(chain.outerjoin(journal, journal.c.id == chain.c.entry_id))
+    return keyset_pages(connection, statement, chain.c.seq, label="seq")
 
 
 def hashes(connection: Connection, first_seq: int, last_seq: int) -> list[str]:

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 
 from tokenledger.models import journal_table
-from tokenledger.repository._dialect import is_postgresql, writer_txid
+from tokenledger.repository._dialect import is_postgresql, keyset_pages, writer_txid
 
 journal = journal_table
 _c = journal.c
@@ -168,18 +168,9 @@ def balance_as_of(connection: Connection, account_id: str, moment: datetime) -> 
     return None if best is None else best[2]
 
 
-def stream(
-    connection: Connection, *, after_id: int = 0, chunk: int = 5000
-) -> Iterator[EntryRecord]:
-    """Every entry in id order, read in keyset pages so memory stays flat."""
-    while True:
-        rows = connection.execute(
-            select(journal).where(_c.id > after_id).order_by(_c.id).limit(chunk)
-        ).all()
-        yield from rows
-        if len(rows) < chunk:
-            return
-        after_id = rows[-1].id
+def stream(connection: Connection) -> Iterator[EntryRecord]:
+    """Every entry in id order, in keyset pages so memory stays flat."""
+    return keyset_pages(connection, select(journal), _c.id, label="id")
 
 
 def count(connection: Connection) -> int:

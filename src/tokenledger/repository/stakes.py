@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, func, insert, select, update
 
 from tokenledger.models import stakes_table
-from tokenledger.repository._dialect import is_postgresql
+from tokenledger.repository._dialect import is_postgresql, keyset_pages
 
 stakes = stakes_table
 _c = stakes.c
@@ -67,17 +67,9 @@ def for_account(
     return connection.execute(statement).all()
 
 
-def stream(connection: Connection, *, chunk: int = 5000) -> Iterator[StakeRecord]:
+def stream(connection: Connection) -> Iterator[StakeRecord]:
     """Every stake in id order, in keyset pages."""
-    after = 0
-    while True:
-        rows = connection.execute(
-            select(stakes).where(_c.id > after).order_by(_c.id).limit(chunk)
-        ).all()
-        yield from rows
-        if len(rows) < chunk:
-            return
-        after = rows[-1].id
+    return keyset_pages(connection, select(stakes), _c.id, label="id")
 
 
 def owners(connection: Connection) -> dict[int, str]:

@@ -180,7 +180,7 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         limit: int | None = None,
     ) -> list[LedgerEntry]:
         """Entries where the account is sender or receiver, newest first."""
-        return self.list_entries(account=agent_id, since=since, limit=limit)
+        return self.list_entries(account=inputs.account_id(agent_id), since=since, limit=limit)
 
     def list_entries(
         self,
