@@ -63,6 +63,7 @@ def moment(value: object, *, name: str) -> datetime:
 
     A naive datetime (or a string without an offset) is taken to be UTC.
     """
+    given = value
     if isinstance(value, str):
         if len(value) > 64:
             raise InvalidArgument(f"{name} is not an ISO-8601 time: {value[:64]!r}...")
@@ -76,7 +77,10 @@ def moment(value: object, *, name: str) -> datetime:
         )
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59-05:00 is past datetime.max in UTC
+        raise InvalidArgument(f"{name} is out of the representable range: {given!r}") from exc
 
 
 def limit(value: object, *, maximum: int | None = None) -> int | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, Row
@@ -17,9 +19,10 @@ from sqlalchemy.orm import Session
 
 from tokenledger import inputs
 from tokenledger.amounts import AmountInput, to_units
-from tokenledger.errors import AccountNotFound, IdempotencyConflict
+from tokenledger.books import Balances
+from tokenledger.errors import AccountNotFound, IdempotencyConflict, LedgerError, StorageError
 from tokenledger.records import LedgerEntry
-from tokenledger.repository import accounts, journal
+from tokenledger.repository import accounts, journal, single_entry
 from tokenledger.service.postings import Draft, Posting, entry_record, now_after
 from tokenledger.service.unit_of_work import (
     Binding,
@@ -35,6 +38,7 @@ from tokenledger.storage import create_engine
 __all__ = ["LedgerCore", "check_same_request"]
 
 T = TypeVar("T")
+R = TypeVar("R")
 Self = TypeVar("Self", bound="LedgerCore")
 
 _IDEMPOTENT_FIELDS = (
@@ -60,6 +64,7 @@ class LedgerCore:
     def __init__(self, bind: Engine | Connection | Session) -> None:
         self._binding: Binding = binding_for(bind)
         self._engine: Engine | None = bind if isinstance(bind, Engine) else None
+        self._dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect.name
 
     @classmethod
     def from_url(cls: type[Self], url: str, **engine_options: Any) -> Self:
@@ -122,38 +127,77 @@ class LedgerCore:
         )
 
     def _post_one(self, draft: Draft) -> LedgerEntry:
-        """Write a single-entry operation (transfer, mint, burn)."""
+        """Write a single-entry operation (transfer, mint, burn) on the hot path."""
         key = draft.idempotency_key
+        parties = sorted(draft.accounts())
+        postgresql = self._dialect == "postgresql"
 
         def replay(_: Connection, rows: Sequence[Row[Any]]) -> LedgerEntry:
             check_same_request(key or "", rows, draft)
             return entry_record(rows[0])
 
-        def work(connection: Connection) -> LedgerEntry:
-            if key is not None:
-                earlier = journal.by_idempotency_key(connection, key)
-                if earlier:
-                    return replay(connection, earlier)
-            posting = self._open_posting(connection, draft.accounts())
+        def work(cursor: Any) -> LedgerEntry | _Earlier:
+            if postgresql:
+                outcome = single_entry.post_postgresql(
+                    cursor,
+                    sender=draft.from_account,
+                    receiver=draft.to_account,
+                    accounts=parties,
+                    amount=draft.amount,
+                    reason=draft.reason,
+                    reference_type=draft.reference_type,
+                    reference_id=draft.reference_id,
+                    memo=draft.memo,
+                    key=key,
+                )
+                if outcome.prior_id is not None:
+                    return _Earlier()
+                if outcome.entry_id is None:
+                    raise _refusal(draft, outcome.locked)
+                return entry_record(
+                    {
+                        **asdict(draft),
+                        "timestamp": outcome.timestamp,
+                        "balance_after_from": outcome.balance_after_from,
+                        "balance_after_to": outcome.balance_after_to,
+                    },
+                    outcome.entry_id,
+                )
+            prior, locked = single_entry.lock_sqlite(cursor, parties, key)
+            if prior is not None:
+                return _Earlier()
+            posting = _posting_on(draft, locked)
             row = posting.add(draft)
-            (entry_id,) = self._write_posting(connection, posting)
+            entry_id = single_entry.write_sqlite(cursor, row, posting.changed_books())
             return entry_record(row, entry_id)
 
-        return self._idempotent_write(work, key, replay)
+        result = self._idempotent_write(work, key, replay, driver=True)
+        if isinstance(result, _Earlier):
+            return self._replay_key(key, replay)
+        return result
+
+    def _replay_key(
+        self, key: str | None, replay: Callable[[Connection, Sequence[Row[Any]]], T]
+    ) -> T:
+        if key is None:  # pragma: no cover - only keyed writes find an earlier entry
+            raise RuntimeError("an earlier entry was reported for a write without a key")
+        return run_read(self._binding, lambda c: replay(c, journal.by_idempotency_key(c, key)))
 
     def _idempotent_write(
         self,
-        work: Callable[[Connection], T],
+        work: Callable[[Any], R],
         key: str | None,
         replay: Callable[[Connection, Sequence[Row[Any]]], T],
-    ) -> T:
+        *,
+        driver: bool = False,
+    ) -> R | T:
         """Run ``work``; if a concurrent call won the race for ``key``, answer as it did."""
         try:
-            return run_write(self._binding, work, idempotent=key is not None)
+            return run_write(self._binding, work, idempotent=key is not None, driver=driver)
         except IdempotencyKeyTaken:
             if key is None:  # only keyed writes can collide on a key
                 raise
-            return run_read(self._binding, lambda c: replay(c, journal.by_idempotency_key(c, key)))
+            return self._replay_key(key, replay)
 
     @staticmethod
     def _open_posting(connection: Connection, account_ids: set[str]) -> Posting:
@@ -184,3 +228,27 @@ def check_same_request(key: str, earlier: Sequence[Row[Any]], draft: Draft) -> N
     differing = [name for name in _IDEMPOTENT_FIELDS if first[name] != getattr(draft, name)]
     if differing:
         raise IdempotencyConflict(key, "differs in " + ", ".join(differing))
+
+
+class _Earlier:
+    """The hot path found an entry already written under the idempotency key."""
+
+
+def _posting_on(draft: Draft, locked: dict[str, tuple[Balances, datetime]]) -> Posting:
+    """A posting over figures the hot path read; every party must exist."""
+    for account_id in sorted(draft.accounts()):
+        if account_id not in locked:
+            raise AccountNotFound(account_id)
+    return Posting(
+        {account_id: figures for account_id, (figures, _) in locked.items()},
+        now_after(*(moment for _, moment in locked.values())),
+    )
+
+
+def _refusal(draft: Draft, locked: dict[str, tuple[Balances, datetime]]) -> LedgerError:
+    """Why the database refused a one-entry write, from the figures it locked."""
+    try:
+        _posting_on(draft, locked).add(draft)
+    except LedgerError as exc:
+        return exc
+    return StorageError("the database refused the write but its figures allow it; retry")

@@ -193,7 +193,14 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         """Entries newest first: one account's, or the whole journal's.
 
         ``before`` is a cursor: pass the id of the last entry of a page to
-        get the next page, until a page comes back empty.
+        get the entries after it; a page shorter than ``limit`` is the last.
+        An unknown ``before`` raises ``EntryNotFound``.
+
+        One account's pages never skip an entry. Pages of the whole journal
+        follow entry ids, which concurrent writers on PostgreSQL may commit
+        out of order: an entry committed during the walk with a lower id than
+        one already read is not shown (``export_chain`` gives a gap-free
+        order for sealed entries).
         """
         account_id = None if account is None else inputs.account_id(account)
         start = None if since is None else inputs.moment(since, name="since")
@@ -201,6 +208,8 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
+            if cursor is not None and journal.get(connection, cursor) is None:
+                raise EntryNotFound(cursor)
             if account_id is None:
                 return journal.latest(connection, since=start, before_id=cursor, limit=count)
             if accounts.read(connection, account_id) is None:

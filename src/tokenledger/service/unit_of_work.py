@@ -70,6 +70,8 @@ class Binding(Protocol):
 
     def write(self) -> Any: ...  # a context manager yielding a Connection
 
+    def driver_write(self) -> Any: ...  # a context manager yielding a DBAPI cursor
+
     def read(self, *, snapshot: bool = False) -> Any: ...
 
 
@@ -98,6 +100,61 @@ class EngineBinding:
                 transaction.commit()
             except DBAPIError as exc:
                 raise _CommitFailed(exc) from exc
+
+    @contextmanager
+    def driver_write(self) -> Iterator[Any]:
+        """A driver (DBAPI) cursor for the hot path, in the cheapest safe transaction.
+
+        PostgreSQL: autocommit, because the hot path is one statement and a
+        statement is atomic on its own: one round trip, COMMIT included.
+        SQLite: ``BEGIN IMMEDIATE`` ... ``COMMIT`` around the statements.
+        """
+        dialect = self.engine.dialect
+        pooled = self.engine.raw_connection()
+        driver: Any = pooled.driver_connection
+        cursor = pooled.cursor()
+        try:
+            if not self._sqlite:
+                driver.autocommit = True
+                try:
+                    yield cursor
+                except dialect.loaded_dbapi.Error as exc:
+                    # Without an SQLSTATE the server never answered: it may
+                    # have committed the statement or not.
+                    wrapped = _wrap_driver_error(dialect, exc, driver, cursor)
+                    if _sqlstate(wrapped) is None:
+                        raise _CommitFailed(wrapped) from exc
+                    raise wrapped from exc
+                finally:
+                    if not _is_closed(driver):
+                        driver.autocommit = False
+                return
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+            except dialect.loaded_dbapi.Error as exc:
+                with suppress(dialect.loaded_dbapi.Error):
+                    driver.rollback()
+                raise _wrap_driver_error(dialect, exc, driver, cursor) from exc
+            except BaseException:
+                driver.rollback()
+                raise
+            try:
+                driver.commit()
+            except dialect.loaded_dbapi.Error as exc:
+                raise _CommitFailed(_wrap_driver_error(dialect, exc, driver, cursor)) from exc
+        except DBAPIError as exc:
+            if exc.connection_invalidated:
+                pooled.invalidate(exc)
+            raise
+        except _CommitFailed as exc:
+            if exc.cause.connection_invalidated:
+                pooled.invalidate(exc.cause)
+            raise
+        finally:
+            with suppress(Exception):
+                cursor.close()
+            pooled.close()
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
@@ -131,6 +188,21 @@ class ConnectionBinding:
             yield connection
 
     @contextmanager
+    def driver_write(self) -> Iterator[Any]:
+        """A driver cursor inside a savepoint of the caller's transaction."""
+        with self.write() as connection:
+            pooled = connection.connection
+            cursor = pooled.cursor()
+            try:
+                yield cursor
+            except connection.dialect.loaded_dbapi.Error as exc:
+                raise _wrap_driver_error(
+                    connection.dialect, exc, pooled.driver_connection, cursor
+                ) from exc
+            finally:
+                cursor.close()
+
+    @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
         yield self.connection
 
@@ -155,9 +227,10 @@ def binding_for(bind: Engine | Connection | Session) -> Binding:
 
 def run_write(
     binding: Binding,
-    work: Callable[[Connection], T],
+    work: Callable[[Any], T],
     *,
     idempotent: bool = False,
+    driver: bool = False,
 ) -> T:
     """Run ``work`` in a write transaction, retrying what is safe to retry.
 
@@ -166,11 +239,15 @@ def run_write(
     was committed, so running again cannot write twice. A failure during
     COMMIT leaves the outcome unknown; it is retried only when ``idempotent``
     (the call has an idempotency key, so a retry returns the first result).
+
+    ``work`` gets a SQLAlchemy ``Connection``, or with ``driver=True`` a
+    DBAPI cursor (the hot path; see ``Binding.driver_write``).
     """
     attempt = 1
     while True:
         try:
-            with binding.write() as connection:
+            scope = binding.driver_write() if driver else binding.write()
+            with scope as connection:
                 return work(connection)
         except _CommitFailed as failed:
             error = translate(failed.cause)
@@ -269,6 +346,26 @@ def _first_line(exc: DBAPIError) -> str:
 def _backoff(attempt: int) -> None:
     # Jittered exponential backoff: 5, 10, 20, 40 ms on average.
     time.sleep(0.005 * 2 ** (attempt - 1) * (0.5 + random.random()))  # noqa: S311
+
+
+def _wrap_driver_error(dialect: Any, exc: Exception, driver: Any, cursor: Any) -> DBAPIError:
+    """A driver exception as SQLAlchemy's ``DBAPIError``, the one type ``translate`` reads."""
+    wrapped = DBAPIError.instance(
+        None,
+        None,
+        exc,
+        dialect.loaded_dbapi.Error,
+        connection_invalidated=dialect.is_disconnect(exc, driver, cursor),
+        dialect=dialect,
+    )
+    if not isinstance(wrapped, DBAPIError):  # pragma: no cover - instance() of a DBAPI error
+        raise TypeError("expected a DBAPIError") from exc
+    return wrapped
+
+
+def _is_closed(driver: Any) -> bool:
+    closed = getattr(driver, "closed", False)
+    return bool(closed)
 
 
 def _driver_in_transaction(connection: Connection) -> bool:
