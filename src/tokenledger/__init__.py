@@ -23,7 +23,7 @@ from tokenledger.errors import (
     StakeNotFound,
     StorageError,
 )
-from tokenledger.records import Account, LedgerEntry, Problem, Stake, VerifyReport
+from tokenledger.records import Account, LedgerEntry, Problem, Stake, Transfer, VerifyReport
 from tokenledger.service.ledger import Ledger
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "StakeClosed",
     "StakeNotFound",
     "StorageError",
+    "Transfer",
     "VerifyReport",
 ]
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["Account", "LedgerEntry", "Problem", "Stake", "VerifyReport"]
+__all__ = ["Account", "LedgerEntry", "Problem", "Stake", "Transfer", "VerifyReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +50,20 @@ class LedgerEntry:
     idempotency_key: str | None = None
     stake_id: int | None = None
     reverses_entry_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """One transfer of a batch for ``Ledger.transfer_many`` (same fields as ``transfer``)."""
+
+    from_id: str
+    to_id: str
+    amount: Any
+    reason: str
+    reference_type: str | None = None
+    reference_id: str | None = None
+    memo: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, text, update
 
 from tokenledger.amounts import UNITS_PER_TOKEN
 from tokenledger.books import Balances
 from tokenledger.models import accounts_table
-from tokenledger.repository._dialect import insert_ignoring_conflicts, keyset_pages
+from tokenledger.repository._dialect import (
+    insert_ignoring_conflicts,
+    is_postgresql,
+    keyset_pages,
+)
 
 accounts = accounts_table
 _c = accounts.c
@@ -58,11 +62,38 @@ _save = (
         updated_at=bindparam("b_updated_at"),
     )
 )
+_SAVE_ARRAYS = text(
+    "UPDATE token_accounts AS a SET balance = v.balance, total_earned = v.total_earned, "
+    "total_spent = v.total_spent, total_staked = v.total_staked, updated_at = :now "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:balance AS bigint[]), "
+    "CAST(:earned AS bigint[]), CAST(:spent AS bigint[]), CAST(:staked AS bigint[])) "
+    "AS v(account_id, balance, total_earned, total_spent, total_staked) "
+    "WHERE a.account_id = v.account_id"
+)
 
 
 def save(connection: Connection, changed: dict[str, Balances], now: datetime) -> None:
-    """Write new figures for locked accounts (absolute values, not increments)."""
+    """Write new figures for locked accounts (absolute values, not increments).
+
+    Absolute values computed from the locked rows: an increment would be
+    evaluated by PostgreSQL against the row version the UPDATE's snapshot
+    sees first, which may predate the lock. One statement on PostgreSQL.
+    """
     if not changed:
+        return
+    if is_postgresql(connection):
+        figures = list(changed.values())
+        connection.execute(
+            _SAVE_ARRAYS,
+            {
+                "ids": list(changed),
+                "balance": [b.balance for b in figures],
+                "earned": [b.total_earned for b in figures],
+                "spent": [b.total_spent for b in figures],
+                "staked": [b.total_staked for b in figures],
+                "now": now,
+            },
+        )
         return
     connection.execute(
         _save,

@@ -51,32 +51,60 @@ def append(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
 
     A single entry takes its id from ``RETURNING``. Several entries get
     their ids reserved first, in increasing order, so that the ids follow
-    the order in which their balances were computed.
+    the order in which their balances were computed; PostgreSQL then takes
+    them all in one statement (one array per column).
     """
     if len(rows) == 1:
         statement = insert(journal).values(writer_txid=writer_txid(connection)).returning(_c.id)
         return [connection.execute(statement, dict(rows[0])).scalar_one()]
     ids = _reserve_ids(connection, len(rows))
-    connection.execute(
-        insert(journal).values(writer_txid=writer_txid(connection)),
-        [{**row, "id": entry_id} for row, entry_id in zip(rows, ids, strict=True)],
-    )
+    if is_postgresql(connection):
+        columns = {"id": ids} | {name: [row[name] for row in rows] for name in ENTRY_FIELDS}
+        connection.execute(_APPEND_ARRAYS, columns)
+    else:
+        connection.execute(
+            insert(journal),
+            [{**row, "id": entry_id} for row, entry_id in zip(rows, ids, strict=True)],
+        )
     return ids
+
+
+_APPEND_ARRAYS = text(
+    "INSERT INTO token_ledger (id, writer_txid, "
+    + ", ".join(ENTRY_FIELDS)
+    + ") SELECT v.id, txid_current(), "
+    + ", ".join(f"v.{name}" for name in ENTRY_FIELDS)
+    + " FROM unnest(CAST(:id AS bigint[]), CAST(:timestamp AS timestamptz[]), "
+    "CAST(:from_account AS varchar[]), CAST(:to_account AS varchar[]), "
+    "CAST(:amount AS bigint[]), CAST(:reason AS varchar[]), "
+    "CAST(:reference_type AS varchar[]), CAST(:reference_id AS varchar[]), "
+    "CAST(:memo AS text[]), CAST(:balance_after_from AS bigint[]), "
+    "CAST(:balance_after_to AS bigint[]), CAST(:idempotency_key AS varchar[]), "
+    "CAST(:stake_id AS bigint[]), CAST(:reverses_entry_id AS bigint[])) AS v(id, "
+    + ", ".join(ENTRY_FIELDS)
+    + ")"
+)
 
 
 def _reserve_ids(connection: Connection, n: int) -> list[int]:
     if is_postgresql(connection):
-        sequence = connection.execute(
-            text("SELECT pg_get_serial_sequence('token_ledger', 'id')")
-        ).scalar_one()
         result = connection.execute(
-            text("SELECT nextval(CAST(:seq AS regclass)) FROM generate_series(1, :n)"),
-            {"seq": sequence, "n": n},
+            text(
+                "SELECT nextval(pg_get_serial_sequence('token_ledger', 'id')) "
+                "FROM generate_series(1, :n)"
+            ),
+            {"n": n},
         )
         return sorted(result.scalars())
     # SQLite: the transaction holds the write lock, so nobody else can take these.
     top = connection.execute(select(func.coalesce(func.max(_c.id), 0))).scalar_one()
     return list(range(top + 1, top + 1 + n))
+
+
+def by_idempotency_keys(connection: Connection, keys: Sequence[str]) -> dict[str, EntryRecord]:
+    """The entries written under any of ``keys``, by key."""
+    statement = select(journal).where(_c.idempotency_key.in_(list(keys)))
+    return {row.idempotency_key: row for row in connection.execute(statement)}
 
 
 def get(connection: Connection, entry_id: int) -> EntryRecord | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -156,7 +155,7 @@ class LedgerCore:
                     raise _refusal(draft, outcome.locked)
                 return entry_record(
                     {
-                        **asdict(draft),
+                        **draft.as_row(),
                         "timestamp": outcome.timestamp,
                         "balance_after_from": outcome.balance_after_from,
                         "balance_after_to": outcome.balance_after_to,

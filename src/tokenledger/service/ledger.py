@@ -15,10 +15,12 @@ exposes; see ``stakes.py``, ``audit.py`` and ``analytics.py``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row
 
@@ -26,18 +28,31 @@ from tokenledger import inputs
 from tokenledger.amounts import AmountInput, from_units, to_units
 from tokenledger.books import Balances
 from tokenledger.constants import SYSTEM_ACCOUNT
-from tokenledger.errors import AccountExists, AccountNotFound, EntryNotFound, InvalidArgument
-from tokenledger.records import Account, LedgerEntry
+from tokenledger.errors import (
+    AccountExists,
+    AccountNotFound,
+    EntryNotFound,
+    IdempotencyConflict,
+    InvalidArgument,
+    LedgerError,
+)
+from tokenledger.records import Account, LedgerEntry, Transfer
 from tokenledger.repository import accounts, journal
 from tokenledger.service.analytics import AnalyticsOperations
 from tokenledger.service.audit import AuditOperations
+from tokenledger.service.core import check_same_request
 from tokenledger.service.postings import Draft, Posting, account_record, entry_record, now_after
 from tokenledger.service.stakes import StakeOperations
 from tokenledger.service.unit_of_work import run_read, run_write
 
-__all__ = ["INITIAL_BALANCE_REASON", "Ledger"]
+__all__ = ["INITIAL_BALANCE_REASON", "MAX_BATCH", "Ledger"]
+
+T = TypeVar("T")
 
 INITIAL_BALANCE_REASON = "initial_balance"
+MAX_BATCH = 10_000  # transfers per transfer_many call: bounds one transaction's locks and time
+_TRANSFER_KEYS = frozenset(f.name for f in fields(Transfer))
+_REQUIRED_KEYS = frozenset({"from_id", "to_id", "amount", "reason"})
 
 
 class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
@@ -171,6 +186,75 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         )
         return self._post_one(draft)
 
+    def transfer_many(self, transfers: Iterable[Transfer | Mapping[str, Any]]) -> list[LedgerEntry]:
+        """Several transfers, all or nothing, in one transaction with one lock pass.
+
+        Each item is a ``Transfer`` or a mapping with the same keys. The
+        entries are written in the given order, each checked against the
+        balances the ones before it left. If any item is refused, nothing is
+        written and the error carries a note naming the item.
+
+        Idempotency keys are per item. A repeated batch whose every item has
+        a key already used with the same arguments returns the original
+        entries; a batch that mixes used and new keys is refused.
+        """
+        items = list(transfers)
+        if len(items) > MAX_BATCH:
+            raise InvalidArgument(f"a batch holds at most {MAX_BATCH} transfers, got {len(items)}")
+        drafts = [_noted(i, partial(self._transfer_draft, item)) for i, item in enumerate(items)]
+        if not drafts:
+            return []
+        keys = [d.idempotency_key for d in drafts if d.idempotency_key is not None]
+        if len(set(keys)) != len(keys):
+            raise InvalidArgument("an idempotency key appears twice in the batch")
+
+        def replay(connection: Connection, _: Sequence[Row[Any]]) -> list[LedgerEntry]:
+            earlier = journal.by_idempotency_keys(connection, keys)
+            if len(keys) != len(drafts) or set(earlier) != set(keys):
+                raise IdempotencyConflict(
+                    ", ".join(sorted(earlier)), "a batch mixes used and new idempotency keys"
+                )
+            for draft in drafts:
+                check_same_request(
+                    draft.idempotency_key or "", [earlier[draft.idempotency_key or ""]], draft
+                )
+            return [entry_record(earlier[d.idempotency_key or ""]) for d in drafts]
+
+        def work(connection: Connection) -> list[LedgerEntry]:
+            if keys and journal.by_idempotency_keys(connection, keys):
+                return replay(connection, ())
+            try:
+                posting = self._open_posting(
+                    connection, set().union(*(d.accounts() for d in drafts))
+                )
+            except AccountNotFound as missing:
+                first = next(i for i, d in enumerate(drafts) if missing.account_id in d.accounts())
+                missing.add_note(f"in transfer {first} of the batch (counting from 0)")
+                raise
+            for index, draft in enumerate(drafts):
+                _noted(index, partial(posting.add, draft))
+            ids = self._write_posting(connection, posting)
+            return [entry_record(row, i) for row, i in zip(posting.rows, ids, strict=True)]
+
+        return self._idempotent_write(work, keys[0] if keys else None, replay)
+
+    def _transfer_draft(self, item: Transfer | Mapping[str, Any]) -> Draft:
+        fields = _transfer_fields(item)
+        sender = inputs.user_account_id(fields["from_id"], name="from account")
+        receiver = inputs.user_account_id(fields["to_id"], name="to account")
+        if sender == receiver:
+            raise InvalidArgument(f"cannot transfer from {sender!r} to itself")
+        return self._draft(
+            sender,
+            receiver,
+            fields["amount"],
+            fields["reason"],
+            fields.get("reference_type"),
+            fields.get("reference_id"),
+            fields.get("memo"),
+            fields.get("idempotency_key"),
+        )
+
     # -- reading the journal ----------------------------------------------
 
     def get_statement(
@@ -226,3 +310,28 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         if row is None:
             raise EntryNotFound(checked)
         return entry_record(row)
+
+
+def _transfer_fields(item: Transfer | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(item, Transfer):
+        return {name: getattr(item, name) for name in _TRANSFER_KEYS}
+    if not isinstance(item, Mapping):
+        raise InvalidArgument(
+            f"a batch item must be a Transfer or a mapping, got {type(item).__name__}"
+        )
+    unknown = set(item) - _TRANSFER_KEYS
+    missing = _REQUIRED_KEYS - set(item)
+    if unknown or missing:
+        raise InvalidArgument(
+            f"a batch item has unknown keys {sorted(map(str, unknown))} or lacks {sorted(missing)}"
+        )
+    return dict(item)
+
+
+def _noted(index: int, step: Callable[[], T]) -> T:
+    """Run one item's step; a refusal names the item it concerns."""
+    try:
+        return step()
+    except LedgerError as exc:
+        exc.add_note(f"in transfer {index} of the batch (counting from 0)")
+        raise
