@@ -52,8 +52,8 @@ def audit(engine: Engine) -> dict[str, Any]:
     spent: dict[str, int] = defaultdict(int)
     staked: dict[str, int] = defaultdict(int)
     minted = burned = 0
-    for entry_id, sender, receiver, amount, after_from, after_to, stake_id in entries:
-        amount = int(amount)
+    for entry_id, sender, receiver, stored_amount, after_from, after_to, stake_id in entries:
+        amount = int(stored_amount)
         assert amount > 0, f"entry {entry_id} has amount {amount}"
         assert sender != receiver, f"entry {entry_id} moves tokens to its sender"
         if sender == SYSTEM:

@@ -58,7 +58,8 @@ def test_reverse_writes_the_compensating_entry(books: Ledger, engine: Engine) ->
     assert reversal.reverses_entry_id == original.id
     assert (reversal.reason, reversal.memo) == ("refund", "artifact withdrawn")
     assert (reversal.reference_type, reversal.reference_id) == ("artifact", "a1")
-    assert books.get_balance("alice") == D(100) and books.get_balance("bob") == D(20)
+    assert books.get_balance("alice") == D(100)
+    assert books.get_balance("bob") == D(20)
     assert books.get_entry(original.id) == original  # the original row is untouched
     audit(engine)
 
@@ -156,11 +157,13 @@ def _busy_books(ledger: Ledger) -> None:
 def test_verify_passes_on_healthy_books(ledger: Ledger, engine: Engine) -> None:
     _busy_books(ledger)
     report = ledger.verify()
-    assert report.ok and report.problems == []
+    assert report.ok
+    assert report.problems == []
     assert report.counts["entries"] == report.counts["sealed"] + 1
     assert report.counts["unsealed_pending"] == 1
     assert report.counts["checkpoints"] == 1
-    assert report.counts["accounts"] == 3 and report.counts["stakes"] == 1
+    assert report.counts["accounts"] == 3
+    assert report.counts["stakes"] == 1
     audit(engine)
 
 
@@ -376,6 +379,34 @@ def test_concurrent_writers_and_sealers_leave_one_valid_chain(pg_engine: Engine)
     assert sum(sealed) > 0
 
 
+@pytest.mark.postgresql
+def test_an_open_transaction_elsewhere_does_not_hold_sealing_back(
+    pg_engine: Engine, postgres_server: Any
+) -> None:
+    other_url = postgres_server.create_database("tokenledger_other")
+    other = create_engine(other_url)
+    ledger = Ledger(pg_engine)
+    try:
+        with other.connect() as idle:
+            # Another database's transaction holds a txid, and stays open.
+            idle.execute(text("CREATE TABLE t (x int)"))
+            idle.execute(text("INSERT INTO t VALUES (1)"))
+            ledger.create_account("alice", 5)
+            ledger.transfer_many([])
+            assert ledger.seal() == 1
+            # A transaction in the ledger's own database that started before
+            # the next entries does hold them back, until it ends.
+            with pg_engine.connect() as mine:
+                mine.execute(text("SELECT txid_current()"))
+                ledger.mint("alice", 1, "after")
+                assert ledger.seal() == 0
+                assert ledger.verify().counts["unsealed_pending"] == 1
+            assert ledger.seal() == 1
+    finally:
+        other.dispose()
+        postgres_server.drop_database(other_url)
+
+
 # -- export, reconcile, proofs ----------------------------------------------
 
 
@@ -387,7 +418,8 @@ def test_export_then_reconcile(ledger: Ledger) -> None:
     first = records[0]
     assert (first["from"], first["to"]) == (ZERO_ADDRESS, address_for("alice"))
     assert first["value"] == 100 * 10**18
-    assert first["hash"].startswith("0x") and len(first["hash"]) == 66
+    assert first["hash"].startswith("0x")
+    assert len(first["hash"]) == 66
     json.dumps(records)  # every record is plain JSON
 
     snapshot = balances_from_transfers(records)
@@ -411,14 +443,16 @@ def test_export_since_keeps_later_entries(ledger: Ledger) -> None:
     entries = ledger.list_entries()
     cut = entries[2].timestamp
     since = list(ledger.export_chain(since=cut))
-    assert since and all(r["timestamp"] >= cut.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for r in since)
+    assert since
+    assert all(r["timestamp"] >= cut.strftime("%Y-%m-%dT%H:%M:%S.%fZ") for r in since)
     assert len(since) < len(list(ledger.export_chain()))
 
 
 def test_inclusion_proofs_for_checkpointed_entries(ledger: Ledger) -> None:
     _busy_books(ledger)
     checkpoint = ledger.checkpoint()
-    assert checkpoint is not None and checkpoint.first_seq > 1
+    assert checkpoint is not None
+    assert checkpoint.first_seq > 1
     assert ledger.checkpoint() is None  # nothing new
     for entry in ledger.list_entries():
         proof = ledger.prove_inclusion(entry.id)
@@ -442,7 +476,7 @@ def test_an_unsealed_entry_has_no_proof_yet(ledger: Ledger) -> None:
         ledger.prove_inclusion(entry.id)
 
 
-@pytest.mark.parametrize("size", list(range(1, 18)) + [31, 32, 33, 100])
+@pytest.mark.parametrize("size", [*list(range(1, 18)), 31, 32, 33, 100])
 def test_merkle_proofs_verify_every_leaf_and_nothing_else(size: int) -> None:
     leaves = [f"{i:064x}" for i in range(size)]
     root = merkle_root(leaves)
@@ -466,7 +500,9 @@ def test_addresses_are_deterministic_and_distinct() -> None:
     assert address_for("system") == ZERO_ADDRESS == "0x" + "0" * 40
     alice = address_for("alice")
     assert alice == address_for("alice")
-    assert alice.startswith("0x") and len(alice) == 42 and alice == alice.lower()
+    assert alice.startswith("0x")
+    assert len(alice) == 42
+    assert alice == alice.lower()
     int(alice, 16)
     # Pinned: the mapping is part of the on-chain contract and must never drift.
     assert (

@@ -50,7 +50,8 @@ def test_a_batch_applies_in_order_against_running_balances(trio: Ledger, engine:
     ]
     assert entries == sorted(entries, key=lambda e: e.id)
     assert len({e.timestamp for e in entries}) == 1  # one transaction, one moment
-    assert entries[0].reference_id == "i-1" and entries[2].memo == "thanks"
+    assert entries[0].reference_id == "i-1"
+    assert entries[2].memo == "thanks"
     assert [trio.get_balance(n) for n in "abc"] == [D("4.5"), D("0.5"), D(5)]
     assert trio.get_entry(entries[1].id) == entries[1]
     audit(engine)

@@ -7,8 +7,10 @@ SQLite with several processes on one file.
 from __future__ import annotations
 
 import multiprocessing
+import shutil
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -29,7 +31,8 @@ def _open_accounts(ledger: Ledger) -> None:
 def _only_overdrafts(outcomes: Counter[str]) -> None:
     unexpected = {k: v for k, v in outcomes.items() if k not in ("ok", "InsufficientFunds")}
     assert not unexpected, unexpected
-    assert outcomes["ok"] > 0 and outcomes["InsufficientFunds"] > 0
+    assert outcomes["ok"] > 0
+    assert outcomes["InsufficientFunds"] > 0
 
 
 def _check_books(engine: Engine, ledger: Ledger, outcomes: Counter[str]) -> None:
@@ -67,9 +70,7 @@ def test_processes_on_postgresql(pg_engine: Engine, postgres_url: str) -> None:
 
 
 @pytest.mark.sqlite
-def test_processes_on_one_sqlite_file(tmp_path, sqlite_template) -> None:  # type: ignore[no-untyped-def]
-    import shutil
-
+def test_processes_on_one_sqlite_file(tmp_path: Path, sqlite_template: Path) -> None:
     path = tmp_path / "shared.db"
     shutil.copyfile(sqlite_template, path)
     url = f"sqlite:///{path}"

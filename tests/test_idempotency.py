@@ -1,4 +1,4 @@
-"""Idempotency keys: a repeat returns the original and writes nothing; a changed repeat is refused."""
+"""Idempotency keys: a repeat returns the original and writes nothing; a changed one is refused."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ def funded(ledger: Ledger) -> Ledger:
 @pytest.mark.parametrize(
     "write",
     [
-        lambda l: l.transfer(
+        lambda lg: lg.transfer(
             "alice", "bob", "2.5", "bid", "artifact", "a1", "m", idempotency_key="k"
         ),
-        lambda l: l.mint("bob", "2.5", "reward", "debate", "d1", idempotency_key="k"),
-        lambda l: l.burn("alice", "2.5", "fee", idempotency_key="k"),
+        lambda lg: lg.mint("bob", "2.5", "reward", "debate", "d1", idempotency_key="k"),
+        lambda lg: lg.burn("alice", "2.5", "fee", idempotency_key="k"),
     ],
     ids=["transfer", "mint", "burn"],
 )

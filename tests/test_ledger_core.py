@@ -170,7 +170,8 @@ def test_statement_is_newest_first_with_since_and_limit(ledger: Ledger) -> None:
     assert ledger.get_statement("alice", since=cut.isoformat()) == since
     assert ledger.get_statement("alice", since=datetime(2999, 1, 1, tzinfo=UTC)) == []
     bob = ledger.get_statement("bob")
-    assert len(bob) == 6 and all("bob" in (e.from_account, e.to_account) for e in bob)
+    assert len(bob) == 6
+    assert all("bob" in (e.from_account, e.to_account) for e in bob)
 
 
 def test_naive_since_is_read_as_utc(ledger: Ledger) -> None:

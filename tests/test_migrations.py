@@ -147,8 +147,8 @@ def _fill_at_revision_0001(url: str) -> None:
         for sender, receiver, amount, after_from, after_to, key in rows:
             connection.execute(
                 text(
-                    "INSERT INTO token_ledger (timestamp, from_account, to_account, amount, reason, "
-                    "balance_after_from, balance_after_to, idempotency_key) "
+                    "INSERT INTO token_ledger (timestamp, from_account, to_account, amount, "
+                    "reason, balance_after_from, balance_after_to, idempotency_key) "
                     "VALUES (:t, :f, :r, :a, 'seed', :af, :at, :k)"
                 ),
                 {

@@ -64,17 +64,21 @@ for i, bad in enumerate(BAD_AMOUNTS):
     CASES.append(
         (
             f"transfer amount {bad!r}",
-            lambda l, b=bad: l.transfer("alice", "bob", b, "x"),
+            lambda lg, b=bad: lg.transfer("alice", "bob", b, "x"),
             InvalidAmount,
         )
     )
-    CASES.append((f"mint amount {bad!r}", lambda l, b=bad: l.mint("alice", b, "x"), InvalidAmount))
-    CASES.append((f"burn amount {bad!r}", lambda l, b=bad: l.burn("alice", b, "x"), InvalidAmount))
+    CASES.append(
+        (f"mint amount {bad!r}", lambda lg, b=bad: lg.mint("alice", b, "x"), InvalidAmount)
+    )
+    CASES.append(
+        (f"burn amount {bad!r}", lambda lg, b=bad: lg.burn("alice", b, "x"), InvalidAmount)
+    )
     if bad not in (0, False):  # a zero initial balance is allowed
         CASES.append(
             (
                 f"initial balance {bad!r}",
-                lambda l, b=bad, n=i: l.create_account(f"new{n}", b),
+                lambda lg, b=bad, n=i: lg.create_account(f"new{n}", b),
                 InvalidAmount,
             )
         )
@@ -83,24 +87,26 @@ BAD_IDS: list[object] = ["", "x" * 256, 42, None, b"alice", "nul\x00byte", "\ud8
 RESERVED_IDS = ["system", "system:escrow", "system:anything"]
 
 for bad in BAD_IDS + RESERVED_IDS:
-    CASES.append((f"create {bad!r}", lambda l, b=bad: l.create_account(b), InvalidArgument))
+    CASES.append((f"create {bad!r}", lambda lg, b=bad: lg.create_account(b), InvalidArgument))
     CASES.append(
-        (f"transfer from {bad!r}", lambda l, b=bad: l.transfer(b, "bob", 1, "x"), InvalidArgument)
+        (f"transfer from {bad!r}", lambda lg, b=bad: lg.transfer(b, "bob", 1, "x"), InvalidArgument)
     )
     CASES.append(
-        (f"transfer to {bad!r}", lambda l, b=bad: l.transfer("alice", b, 1, "x"), InvalidArgument)
+        (f"transfer to {bad!r}", lambda lg, b=bad: lg.transfer("alice", b, 1, "x"), InvalidArgument)
     )
-    CASES.append((f"mint to {bad!r}", lambda l, b=bad: l.mint(b, 1, "x"), InvalidArgument))
-    CASES.append((f"burn from {bad!r}", lambda l, b=bad: l.burn(b, 1, "x"), InvalidArgument))
+    CASES.append((f"mint to {bad!r}", lambda lg, b=bad: lg.mint(b, 1, "x"), InvalidArgument))
+    CASES.append((f"burn from {bad!r}", lambda lg, b=bad: lg.burn(b, 1, "x"), InvalidArgument))
 for bad in BAD_IDS:
-    CASES.append((f"balance of {bad!r}", lambda l, b=bad: l.get_balance(b), InvalidArgument))
-    CASES.append((f"statement of {bad!r}", lambda l, b=bad: l.get_statement(b), InvalidArgument))
+    CASES.append((f"balance of {bad!r}", lambda lg, b=bad: lg.get_balance(b), InvalidArgument))
+    CASES.append((f"statement of {bad!r}", lambda lg, b=bad: lg.get_statement(b), InvalidArgument))
 
 for bad in ["", "   ", "\t\n", None, 7, "r" * 256, "nul\x00"]:
     CASES.append(
-        (f"reason {bad!r}", lambda l, b=bad: l.transfer("alice", "bob", 1, b), InvalidArgument)
+        (f"reason {bad!r}", lambda lg, b=bad: lg.transfer("alice", "bob", 1, b), InvalidArgument)
     )
-    CASES.append((f"mint reason {bad!r}", lambda l, b=bad: l.mint("alice", 1, b), InvalidArgument))
+    CASES.append(
+        (f"mint reason {bad!r}", lambda lg, b=bad: lg.mint("alice", 1, b), InvalidArgument)
+    )
 
 for field, bad in [
     ("reference_type", ""),
@@ -111,7 +117,7 @@ for field, bad in [
     CASES.append(
         (
             f"{field} {bad!r}",
-            lambda l, f=field, b=bad: l.transfer("alice", "bob", 1, "x", **{f: b}),
+            lambda lg, f=field, b=bad: lg.transfer("alice", "bob", 1, "x", **{f: b}),
             InvalidArgument,
         )
     )
@@ -119,71 +125,71 @@ for bad in ["", 5, "k" * 256]:
     CASES.append(
         (
             f"idempotency key {bad!r}",
-            lambda l, b=bad: l.transfer("alice", "bob", 1, "x", idempotency_key=b),
+            lambda lg, b=bad: lg.transfer("alice", "bob", 1, "x", idempotency_key=b),
             InvalidArgument,
         )
     )
 for bad in ["yesterday", "2026-13-01", 12345, "", "9" * 100]:
     CASES.append(
-        (f"since {bad!r}", lambda l, b=bad: l.get_statement("alice", since=b), InvalidArgument)
+        (f"since {bad!r}", lambda lg, b=bad: lg.get_statement("alice", since=b), InvalidArgument)
     )
     CASES.append(
-        (f"as_of {bad!r}", lambda l, b=bad: l.get_balance("alice", as_of=b), InvalidArgument)
+        (f"as_of {bad!r}", lambda lg, b=bad: lg.get_balance("alice", as_of=b), InvalidArgument)
     )
 for bad in [0, -1, True, "5", 1.5]:
     CASES.append(
-        (f"limit {bad!r}", lambda l, b=bad: l.get_statement("alice", limit=b), InvalidArgument)
+        (f"limit {bad!r}", lambda lg, b=bad: lg.get_statement("alice", limit=b), InvalidArgument)
     )
 
 
 @case("self-transfer", InvalidArgument)
-def _self(l: Ledger) -> Any:
-    return l.transfer("alice", "alice", 1, "x")
+def _self(ledger: Ledger) -> Any:
+    return ledger.transfer("alice", "alice", 1, "x")
 
 
 @case("existing account", AccountExists)
-def _exists(l: Ledger) -> Any:
-    return l.create_account("alice")
+def _exists(ledger: Ledger) -> Any:
+    return ledger.create_account("alice")
 
 
 @case("transfer from unknown", AccountNotFound)
-def _unknown_from(l: Ledger) -> Any:
-    return l.transfer("nobody", "bob", 1, "x")
+def _unknown_from(ledger: Ledger) -> Any:
+    return ledger.transfer("nobody", "bob", 1, "x")
 
 
 @case("transfer to unknown", AccountNotFound)
-def _unknown_to(l: Ledger) -> Any:
-    return l.transfer("alice", "nobody", 1, "x")
+def _unknown_to(ledger: Ledger) -> Any:
+    return ledger.transfer("alice", "nobody", 1, "x")
 
 
 @case("mint to unknown", AccountNotFound)
-def _unknown_mint(l: Ledger) -> Any:
-    return l.mint("nobody", 1, "x")
+def _unknown_mint(ledger: Ledger) -> Any:
+    return ledger.mint("nobody", 1, "x")
 
 
 @case("burn from unknown", AccountNotFound)
-def _unknown_burn(l: Ledger) -> Any:
-    return l.burn("nobody", 1, "x")
+def _unknown_burn(ledger: Ledger) -> Any:
+    return ledger.burn("nobody", 1, "x")
 
 
 @case("overdraft", InsufficientFunds)
-def _overdraft(l: Ledger) -> Any:
-    return l.transfer("alice", "bob", "100.000001", "x")
+def _overdraft(ledger: Ledger) -> Any:
+    return ledger.transfer("alice", "bob", "100.000001", "x")
 
 
 @case("burn more than held", InsufficientFunds)
-def _overburn(l: Ledger) -> Any:
-    return l.burn("bob", "51.000001", "x")  # bob holds 51
+def _overburn(ledger: Ledger) -> Any:
+    return ledger.burn("bob", "51.000001", "x")  # bob holds 51
 
 
 @case("idempotency key reused with other arguments", IdempotencyConflict)
-def _conflict(l: Ledger) -> Any:
-    return l.transfer("alice", "bob", 2, "first", idempotency_key="used")
+def _conflict(ledger: Ledger) -> Any:
+    return ledger.transfer("alice", "bob", 2, "first", idempotency_key="used")
 
 
 @case("idempotency key of a transfer reused for a mint", IdempotencyConflict)
-def _conflict_kind(l: Ledger) -> Any:
-    return l.mint("bob", 1, "first", idempotency_key="used")
+def _conflict_kind(ledger: Ledger) -> Any:
+    return ledger.mint("bob", 1, "first", idempotency_key="used")
 
 
 def _populate(ledger: Ledger) -> None:

@@ -28,6 +28,7 @@ from tokenledger import (
     StakeClosed,
     StakeNotFound,
 )
+from tokenledger.service.stakes import EXPIRY_BATCH
 
 D = Decimal
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
@@ -56,7 +57,8 @@ def test_stake_moves_available_tokens_into_escrow(market: Ledger, engine: Engine
         "art-1",
         "first bid",
     )
-    assert stake.expires_at == FUTURE and stake.closed_at is None
+    assert stake.expires_at == FUTURE
+    assert stake.closed_at is None
     assert market.get_balance("alice") == D("69.5")
     assert _figures(market, "alice") == (D("69.5"), D("30.5"), D(100), D(0))
     assert market.get_total_supply() == D(150)  # locked, not gone
@@ -76,7 +78,8 @@ def test_stake_moves_available_tokens_into_escrow(market: Ledger, engine: Engine
 def test_full_settlement_pays_the_winner(market: Ledger, engine: Engine) -> None:
     stake = market.stake("alice", 40, "position", "market", "m-1")
     settled = market.settle(stake.id, "bob", "market_resolved")
-    assert settled.status == "settled" and settled.closed_at is not None
+    assert settled.status == "settled"
+    assert settled.closed_at is not None
     assert _figures(market, "alice") == (D(60), D(0), D(100), D(40))
     assert _figures(market, "bob") == (D(90), D(0), D(90), D(0))
     payout = market.get_statement("bob")[0]
@@ -150,8 +153,6 @@ def test_expire_releases_only_stakes_past_their_expiry(market: Ledger, engine: E
 
 
 def test_expire_handles_more_stakes_than_one_batch(market: Ledger, engine: Engine) -> None:
-    from tokenledger.service.stakes import EXPIRY_BATCH
-
     market.mint("alice", 1000, "more")
     soon = datetime.now(UTC) + timedelta(seconds=5)
     for _ in range(EXPIRY_BATCH + 3):
@@ -185,68 +186,73 @@ def test_stake_idempotency(market: Ledger, snapshot: Callable[[], object]) -> No
     # The repeat reports the stake as it is now, even once resolved.
     market.settle(first.id, "bob", "won")
     again = market.stake("alice", 5, "bid", "artifact", "a", expires_at=FUTURE, idempotency_key="s")
-    assert again.id == first.id and again.status == "settled"
+    assert again.id == first.id
+    assert again.status == "settled"
 
 
 BAD_CALLS: list[tuple[str, Callable[[Ledger, Stake, Stake], object], type[LedgerError]]] = [
     (
         "stake more than available",
-        lambda l, s, c: l.stake("alice", "90.000001", "x"),
+        lambda lg, s, c: lg.stake("alice", "90.000001", "x"),
         InsufficientFunds,
     ),
-    ("stake zero", lambda l, s, c: l.stake("alice", 0, "x"), InvalidAmount),
-    ("stake negative", lambda l, s, c: l.stake("alice", -1, "x"), InvalidAmount),
-    ("stake from system", lambda l, s, c: l.stake("system", 1, "x"), InvalidArgument),
-    ("stake from escrow", lambda l, s, c: l.stake(ESCROW_ACCOUNT, 1, "x"), InvalidArgument),
-    ("stake unknown account", lambda l, s, c: l.stake("nobody", 1, "x"), AccountNotFound),
+    ("stake zero", lambda lg, s, c: lg.stake("alice", 0, "x"), InvalidAmount),
+    ("stake negative", lambda lg, s, c: lg.stake("alice", -1, "x"), InvalidAmount),
+    ("stake from system", lambda lg, s, c: lg.stake("system", 1, "x"), InvalidArgument),
+    ("stake from escrow", lambda lg, s, c: lg.stake(ESCROW_ACCOUNT, 1, "x"), InvalidArgument),
+    ("stake unknown account", lambda lg, s, c: lg.stake("nobody", 1, "x"), AccountNotFound),
     (
         "stake past expiry",
-        lambda l, s, c: l.stake("alice", 1, "x", expires_at="2001-01-01T00:00:00Z"),
+        lambda lg, s, c: lg.stake("alice", 1, "x", expires_at="2001-01-01T00:00:00Z"),
         InvalidArgument,
     ),
     (
         "stake bad expiry",
-        lambda l, s, c: l.stake("alice", 1, "x", expires_at="soon"),
+        lambda lg, s, c: lg.stake("alice", 1, "x", expires_at="soon"),
         InvalidArgument,
     ),
-    ("stake blank reason", lambda l, s, c: l.stake("alice", 1, " "), InvalidArgument),
+    ("stake blank reason", lambda lg, s, c: lg.stake("alice", 1, " "), InvalidArgument),
     (
         "settle more than staked",
-        lambda l, s, c: l.settle(s.id, "bob", "x", amount="10.000001"),
+        lambda lg, s, c: lg.settle(s.id, "bob", "x", amount="10.000001"),
         InvalidAmount,
     ),
-    ("settle zero", lambda l, s, c: l.settle(s.id, "bob", "x", amount=0), InvalidAmount),
-    ("settle closed stake", lambda l, s, c: l.settle(c.id, "bob", "x"), StakeClosed),
-    ("release closed stake", lambda l, s, c: l.release(c.id, "x"), StakeClosed),
-    ("settle unknown stake", lambda l, s, c: l.settle(999_999, "bob", "x"), StakeNotFound),
-    ("release unknown stake", lambda l, s, c: l.release(999_999, "x"), StakeNotFound),
-    ("get unknown stake", lambda l, s, c: l.get_stake(999_999), StakeNotFound),
-    ("settle to unknown account", lambda l, s, c: l.settle(s.id, "nobody", "x"), AccountNotFound),
-    ("settle to escrow", lambda l, s, c: l.settle(s.id, ESCROW_ACCOUNT, "x"), InvalidArgument),
-    ("settle bad stake id", lambda l, s, c: l.settle("1", "bob", "x"), InvalidArgument),  # type: ignore[arg-type]
-    ("settle stake id 0", lambda l, s, c: l.settle(0, "bob", "x"), InvalidArgument),
-    ("negative fee", lambda l, s, c: l.release(s.id, "x", fee=-1), InvalidAmount),
-    ("fee larger than stake", lambda l, s, c: l.release(s.id, "x", fee="10.000001"), InvalidAmount),
+    ("settle zero", lambda lg, s, c: lg.settle(s.id, "bob", "x", amount=0), InvalidAmount),
+    ("settle closed stake", lambda lg, s, c: lg.settle(c.id, "bob", "x"), StakeClosed),
+    ("release closed stake", lambda lg, s, c: lg.release(c.id, "x"), StakeClosed),
+    ("settle unknown stake", lambda lg, s, c: lg.settle(999_999, "bob", "x"), StakeNotFound),
+    ("release unknown stake", lambda lg, s, c: lg.release(999_999, "x"), StakeNotFound),
+    ("get unknown stake", lambda lg, s, c: lg.get_stake(999_999), StakeNotFound),
+    ("settle to unknown account", lambda lg, s, c: lg.settle(s.id, "nobody", "x"), AccountNotFound),
+    ("settle to escrow", lambda lg, s, c: lg.settle(s.id, ESCROW_ACCOUNT, "x"), InvalidArgument),
+    ("settle bad stake id", lambda lg, s, c: lg.settle("1", "bob", "x"), InvalidArgument),  # type: ignore[arg-type]
+    ("settle stake id 0", lambda lg, s, c: lg.settle(0, "bob", "x"), InvalidArgument),
+    ("negative fee", lambda lg, s, c: lg.release(s.id, "x", fee=-1), InvalidAmount),
+    (
+        "fee larger than stake",
+        lambda lg, s, c: lg.release(s.id, "x", fee="10.000001"),
+        InvalidAmount,
+    ),
     (
         "fee account without fee",
-        lambda l, s, c: l.release(s.id, "x", fee_account="bob"),
+        lambda lg, s, c: lg.release(s.id, "x", fee_account="bob"),
         InvalidArgument,
     ),
     (
         "fee to unknown account",
-        lambda l, s, c: l.release(s.id, "x", fee=1, fee_account="nobody"),
+        lambda lg, s, c: lg.release(s.id, "x", fee=1, fee_account="nobody"),
         AccountNotFound,
     ),
     (
         "fee to system by name",
-        lambda l, s, c: l.release(s.id, "x", fee=1, fee_account="system"),
+        lambda lg, s, c: lg.release(s.id, "x", fee=1, fee_account="system"),
         InvalidArgument,
     ),
-    ("stakes of unknown account", lambda l, s, c: l.get_stakes("nobody"), AccountNotFound),
-    ("bad expire time", lambda l, s, c: l.expire_stakes(now="whenever"), InvalidArgument),
+    ("stakes of unknown account", lambda lg, s, c: lg.get_stakes("nobody"), AccountNotFound),
+    ("bad expire time", lambda lg, s, c: lg.expire_stakes(now="whenever"), InvalidArgument),
     (
         "reverse a stake entry",
-        lambda l, s, c: l.reverse(l.get_statement("alice")[0].id, "x"),
+        lambda lg, s, c: lg.reverse(lg.get_statement("alice")[0].id, "x"),
         InvalidArgument,
     ),
 ]
@@ -281,7 +287,13 @@ def test_one_stake_resolves_exactly_once_under_racing_calls(pg_engine: Engine) -
         resolved: list[str] = []  # one item per call that resolved the stake
         closed: list[str] = []
 
-        def race(name: str, action: Callable[[], object]) -> None:
+        def race(
+            name: str,
+            action: Callable[[], object],
+            barrier: threading.Barrier = barrier,
+            resolved: list[str] = resolved,
+            closed: list[str] = closed,
+        ) -> None:
             barrier.wait()
             try:
                 result = action()

@@ -58,10 +58,14 @@ def test_an_error_in_the_block_rolls_everything_back(
     class Abort(Exception):
         pass
 
-    with pytest.raises(Abort), funded.transaction() as tx:
-        tx.transfer("alice", "bob", 10, "a")
-        tx.mint("bob", 1, "c")
-        raise Abort
+    def block() -> None:
+        with funded.transaction() as tx:
+            tx.transfer("alice", "bob", 10, "a")
+            tx.mint("bob", 1, "c")
+            raise Abort
+
+    with pytest.raises(Abort):
+        block()
     assert snapshot() == before
 
 
@@ -160,7 +164,8 @@ def test_sqlite_caller_transaction_holds_the_write_lock(
     with host_engine.connect() as connection:
         funded.using(connection).transfer("alice", "bob", 1, "inside")
         raw = connection.connection.driver_connection
-        assert raw is not None and raw.in_transaction  # not committed by a savepoint release
+        assert raw is not None
+        assert raw.in_transaction
         connection.rollback()
     assert funded.get_balance("bob") == 0
     with host_engine.connect() as connection:

@@ -82,10 +82,12 @@ def to_units(value: object, *, allow_zero: bool = False) -> int:
 
 
 def from_units(units: int) -> Decimal:
-    """Base units to a ``Decimal`` with exactly six decimal places."""
-    sign = 1 if units < 0 else 0
-    digits = tuple(int(d) for d in str(abs(units)))
-    return Decimal((sign, digits, -DECIMALS))
+    """Base units to a ``Decimal`` with exactly six decimal places.
+
+    Built from text, which the ``Decimal`` constructor reads exactly under
+    any context (arithmetic such as ``scaleb`` would round to its precision).
+    """
+    return Decimal(f"{units}E-{DECIMALS}")
 
 
 def format_amount(units: int) -> str:

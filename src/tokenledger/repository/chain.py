@@ -33,18 +33,47 @@ def read_head(connection: Connection) -> Row[Any]:
 
 
 def commit_horizon(connection: Connection) -> int | None:
-    """The oldest transaction still running (PostgreSQL); ``None`` on SQLite.
+    """A txid below which every writer transaction of this database has ended (PostgreSQL).
 
-    Every writer transaction with a smaller id has ended, so its entries are
-    committed and visible, or will never exist: they can be sealed in order
-    without a later commit landing behind them. SQLite has one writer at a
-    time and the sealer holds the write lock, so all it sees is final.
+    Entries of transactions below it are committed and visible, or will
+    never exist, so they can be sealed in order without a later commit
+    landing behind them. SQLite (``None``) has one writer at a time and the
+    sealer holds the write lock, so everything it sees is final.
+
+    The server's oldest running transaction would do, but it belongs to the
+    whole cluster: an idle transaction in any other database would hold
+    sealing back. So: take a snapshot first, then keep, of the transactions
+    it saw running, those whose session is connected to this database (or
+    that are prepared in it). A transaction that begins after the snapshot
+    gets a txid at or above its xmax, and the horizon never passes that.
     """
     if not is_postgresql(connection):
         return None
-    return int(
-        connection.execute(text("SELECT txid_snapshot_xmin(txid_current_snapshot())")).scalar_one()
+    snapshot = connection.execute(text("SELECT txid_current_snapshot()::text")).scalar_one()
+    _, xmax, running = _parse_snapshot(snapshot)
+    if not running:
+        return xmax
+    local = set(
+        connection.execute(
+            text(
+                "SELECT l.transactionid::text::bigint FROM pg_locks AS l "
+                "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'transactionid' "
+                "AND a.datname = current_database() "
+                "UNION SELECT transaction::text::bigint FROM pg_prepared_xacts "
+                "WHERE database = current_database()"
+            )
+        ).scalars()
     )
+    # The lock table shows 32-bit xids; the snapshot's are 64-bit (epoch-extended).
+    ours = [txid for txid in running if txid % 2**32 in local]
+    return min(ours, default=xmax) if ours else xmax
+
+
+def _parse_snapshot(snapshot: str) -> tuple[int, int, list[int]]:
+    """``xmin:xmax:xip1,xip2,...`` (txid_snapshot's text form) as numbers."""
+    xmin, xmax, running = snapshot.split(":")
+    return int(xmin), int(xmax), [int(t) for t in running.split(",") if t]
 
 
 def unsealed(

@@ -223,7 +223,7 @@ _SQLITE_SAVE = (
 
 def sqlite_timestamp(moment: datetime) -> str:
     """The text SQLAlchemy stores for a UTC datetime on SQLite (fixed width, sortable)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def lock_sqlite(

@@ -2,9 +2,9 @@
 
 The chain is sealed after the fact, not on every write (see docs/audit.md):
 writers never wait on a global row, and ``seal`` links entries in the order
-in which their transactions are known to have ended. ``verify``,
-``checkpoint`` and ``export_chain`` seal first, so what they cover is
-everything committed before they ran.
+in which their transactions are known to have ended. ``checkpoint`` and
+``export_chain`` seal first, so what they cover is everything committed
+before they ran; ``verify`` only reads, and counts what is not sealed yet.
 """
 
 from __future__ import annotations
@@ -264,12 +264,15 @@ def transfer_record(entry: Mapping[Any, Any], seq: int, hash_: str) -> dict[str,
 
 
 def _seal_batch(connection: Connection) -> int:
+    # The horizon first: once computed it stays true, and taking it before
+    # the head's row lock keeps the sealer's own transaction out of it.
+    horizon = chain.commit_horizon(connection)
     head = chain.lock_head(connection)
     rows = chain.unsealed(
         connection,
         last_txid=head.last_txid,
         last_entry_id=head.last_entry_id,
-        horizon=chain.commit_horizon(connection),
+        horizon=horizon,
         limit=SEAL_BATCH,
     )
     if not rows:

@@ -1,0 +1,250 @@
+"""Run the benchmark and write its results into docs/performance.md.
+
+    TOKENLEDGER_BENCH_POSTGRES_URL=postgresql+psycopg2://postgres@127.0.0.1:5432/postgres \\
+        python bench/run.py            # the full run (about 15 minutes)
+    python bench/run.py --quick         # shorter runs, a 100k-entry read side
+
+Every ratio compares the library with its reference measured in the same
+run on the same machine, so machine noise mostly cancels out. The results
+go between the RESULTS markers of docs/performance.md and into
+bench/results/<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import reads
+import writes
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from tokenledger import Ledger, migrations
+from tokenledger.storage import create_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "performance.md"
+BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
+
+TARGETS = {
+    "pg_single_vs_a": 1.0,
+    "pg_eight_vs_b": 0.6,
+    "sqlite_vs_raw": 0.7,
+    "batch_per_second": 20_000,
+}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        kib = int(meminfo.read_text().split()[1])
+        memory = f", {kib / 1024 / 1024:.0f} GiB RAM"
+    server = subprocess.run(
+        ["pgbench", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} cores ({cpu}){memory}; Python {platform.python_version()}; "
+        f"{server}; SQLite {__import__('sqlite3').sqlite_version}"
+    )
+
+
+def run_writes(admin_url: str, seconds: float) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for accounts in (50, 2):
+        url = writes.prepare_postgres(admin_url, f"tokenledger_bench_{accounts}", accounts)
+        for clients in (1, 8):
+            key = f"{accounts}_accounts_{clients}_workers"
+            # Interleaved, so that drift on a noisy machine hits all three alike.
+            a = writes.pgbench(
+                url, writes.SCRIPT_CLIENT_SIDE, clients=clients, accounts=accounts, seconds=seconds
+            )
+            b = writes.pgbench(
+                url, writes.SCRIPT_SERVER_SIDE, clients=clients, accounts=accounts, seconds=seconds
+            )
+            library = writes.library(url, workers=clients, accounts=accounts, seconds=seconds)
+            results[key] = {
+                "reference_a_tps": round(a),
+                "reference_b_tps": round(b),
+                "library_tps": round(library),
+                "ratio_a": round(library / a, 2),
+                "ratio_b": round(library / b, 2),
+            }
+            print(key, results[key], flush=True)
+        if accounts == 50:
+            batch = writes.batch_throughput(url, batch=1000, batches=20)
+            results["batch_1000_per_second"] = round(batch)
+            print("batch", results["batch_1000_per_second"], flush=True)
+    return results
+
+
+def run_sqlite(seconds: float) -> dict[str, Any]:
+    results = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for synchronous in ("FULL", "NORMAL"):
+            pair = writes.sqlite_pair(Path(directory), synchronous, seconds)
+            results[synchronous] = {
+                "raw_tps": round(pair.raw),
+                "library_tps": round(pair.library),
+                "ratio": round(pair.library / pair.raw, 2),
+            }
+            print("sqlite", synchronous, results[synchronous], flush=True)
+    return results
+
+
+def run_reads(admin_url: str, accounts: int, entries: int, repeat: int) -> dict[str, Any]:
+    name = "tokenledger_bench_reads"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    migrations.upgrade(url)
+    engine = create_engine(url)
+    results: dict[str, Any] = {"accounts": accounts, "entries": entries}
+    results["load_seconds"] = round(reads.load_postgres(engine, accounts, entries), 1)
+    ledger = Ledger(engine)
+    results["latency"] = reads.read_latencies(ledger, accounts, repeat)
+    print("reads", results["latency"], flush=True)
+    started = time.perf_counter()
+    results["seal_entries"] = ledger.seal()
+    results["seal_seconds"] = round(time.perf_counter() - started, 1)
+    results["verify"] = reads.verify_in_subprocess(url)
+    print("verify", results["verify"], flush=True)
+    engine.dispose()
+    return results
+
+
+def render(results: dict[str, Any]) -> str:
+    w = results.get("writes", {})
+    lines = [
+        f"Measured {results['date']} on {results['machine']}.",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+    ]
+    if w:
+        lines += [
+            "| PostgreSQL, `Ledger.transfer` | reference (a) tps | reference (b) tps "
+            "| library tps | vs (a) | vs (b) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for key in (
+            "50_accounts_1_workers",
+            "50_accounts_8_workers",
+            "2_accounts_1_workers",
+            "2_accounts_8_workers",
+        ):
+            row = w[key]
+            label = key.replace("_", " ").replace("1 workers", "1 worker")
+            lines.append(
+                f"| {label} | {row['reference_a_tps']} | {row['reference_b_tps']} | "
+                f"{row['library_tps']} | {row['ratio_a']}x | {row['ratio_b']}x |"
+            )
+        lines += [
+            "",
+            "`transfer_many`, batches of 1,000 on 50 accounts: "
+            f"**{w['batch_1000_per_second']:,} transfers/s**.",
+            "",
+        ]
+    s = results.get("sqlite", {})
+    if s:
+        lines += [
+            "| SQLite, one process | raw sqlite3 tps | library tps | ratio |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for sync, row in s.items():
+            lines.append(
+                f"| synchronous={sync} | {row['raw_tps']} | {row['library_tps']} "
+                f"| {row['ratio']}x |"
+            )
+        lines.append("")
+    r = results.get("reads", {})
+    if r:
+        lat = r["latency"]
+        lines += [
+            f"Read side on PostgreSQL, {r['entries']:,} entries over {r['accounts']:,} accounts "
+            f"(loaded in {r['load_seconds']} s):",
+            "",
+            "| read | p50 ms | p99 ms |",
+            "| --- | ---: | ---: |",
+        ]
+        for name, row in lat.items():
+            lines.append(f"| `{name}` | {row['p50_ms']} | {row['p99_ms']} |")
+        v = r["verify"]
+        lines += [
+            "",
+            f"`seal` of {r['seal_entries']:,} entries: {r['seal_seconds']} s. "
+            f"`verify` of {v['entries']:,} entries: {v['seconds']} s, ok={v['ok']}, "
+            f"peak RSS {v['peak_rss_mib']} MiB (process baseline {v['baseline_rss_mib']} MiB).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(text_block: str) -> None:
+    current = DOC.read_text() if DOC.exists() else f"# Performance\n\n{BEGIN}\n{END}\n"
+    head, _, rest = current.partition(BEGIN)
+    _, _, tail = rest.partition(END)
+    DOC.write_text(f"{head}{BEGIN}\n{text_block}{END}{tail}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="short runs and a 100k-entry read side"
+    )
+    parser.add_argument("--only", choices=["writes", "sqlite", "reads"], action="append")
+    parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
+    args = parser.parse_args()
+    admin_url = os.environ.get(
+        "TOKENLEDGER_BENCH_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    )
+    sections = set(args.only or ["writes", "sqlite", "reads"])
+    seconds = 4.0 if args.quick else 10.0
+    results: dict[str, Any] = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "machine": machine(),
+        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+    }
+    if "writes" in sections:
+        results["writes"] = run_writes(admin_url, seconds)
+    if "sqlite" in sections:
+        results["sqlite"] = run_sqlite(seconds)
+    if "reads" in sections:
+        accounts, entries = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+        results["reads"] = run_reads(
+            admin_url, accounts, entries, repeat=200 if args.quick else 1000
+        )
+    out = ROOT / "bench" / "results" / f"{results['date']}{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    block = render(results)
+    print(block)
+    if not args.no_doc and sections == {"writes", "sqlite", "reads"}:
+        write_doc(block)
+
+
+if __name__ == "__main__":
+    main()
