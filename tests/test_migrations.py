@@ -94,8 +94,13 @@ def test_models_and_migrations_agree(fresh_url: str) -> None:
 
 def test_history_lists_the_revisions_in_order() -> None:
     revisions = [revision for revision, _, _ in migrations.history()]
-    assert revisions == ["0001_core_ledger", "0002_stakes", "0003_audit_chain"]
-    assert migrations.head() == "0003_audit_chain"
+    assert revisions == [
+        "0001_core_ledger",
+        "0002_stakes",
+        "0003_audit_chain",
+        "0004_post_entry_function",
+    ]
+    assert migrations.head() == "0004_post_entry_function"
 
 
 def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:

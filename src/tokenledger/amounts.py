@@ -38,6 +38,8 @@ AmountInput = Decimal | int | str | float
 _AMOUNT_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,6})?")
 # Longer strings cannot hold an amount in range; refuse before parsing them.
 _MAX_TEXT_LENGTH = 64
+# The common case, "12.5", converted without building a Decimal.
+_PLAIN_TEXT = re.compile(r"([0-9]{1,19})(?:\.([0-9]{1,6}))?")
 
 
 def to_units(value: object, *, allow_zero: bool = False) -> int:
@@ -54,6 +56,13 @@ def to_units(value: object, *, allow_zero: bool = False) -> int:
             ``allow_zero``, non-negative) amount of at most six decimal
             places within ``MAX_UNITS``. Nothing is ever rounded.
     """
+    plain = _plain_units(value)
+    if plain is not None:
+        if plain == 0 and not allow_zero:
+            raise InvalidAmount(f"amount must be positive, got {value!r}")
+        if plain > MAX_UNITS:
+            raise _too_large(value)
+        return plain
     number = _as_decimal(value)
     if not number.is_finite():
         raise InvalidAmount(f"amount must be a finite number, got {value!r}")
@@ -93,6 +102,20 @@ def from_units(units: int) -> Decimal:
 def format_amount(units: int) -> str:
     """Base units as a plain decimal string, e.g. ``"12.500000"``."""
     return format(from_units(units), "f")
+
+
+def _plain_units(value: object) -> int | None:
+    """Units of a non-negative ``int`` or a plain decimal string; ``None`` for anything else."""
+    if type(value) is int:  # not bool, whose type is bool
+        return value * UNITS_PER_TOKEN if value >= 0 else None
+    if type(value) is str:
+        match = _PLAIN_TEXT.fullmatch(value)
+        if match is not None:
+            whole, fraction = match.groups()
+            return int(whole) * UNITS_PER_TOKEN + (
+                int(fraction.ljust(DECIMALS, "0")) if fraction else 0
+            )
+    return None
 
 
 def _as_decimal(value: object) -> Decimal:

@@ -1060,6 +1060,25 @@ def _print_demo(console: Console, result: DemoResult) -> None:
     activity.add_row(*_cells("(overdrafts refused)", stats.refused))
     console.print(activity)
     console.print(_holders_table(result.supply))
+    if result.statement:
+        owner = result.supply.distribution.top_holders[0].account_id
+        statement = Table(title=f"Statement of {owner} (latest 5)", title_justify="left")
+        for column in ("id", "", "counterparty", "amount", "reason", "balance after"):
+            statement.add_column(column, justify="right" if column in ("id", "amount") else "left")
+        for entry in result.statement:
+            incoming = entry.to_account == owner
+            after = entry.balance_after_to if incoming else entry.balance_after_from
+            statement.add_row(
+                *_cells(
+                    str(entry.id),
+                    "in" if incoming else "out",
+                    entry.from_account if incoming else entry.to_account,
+                    _amount(entry.amount),
+                    entry.reason,
+                    _amount(after),
+                )
+            )
+        console.print(statement)
 
     supply = result.supply
     figures = Table(title="Supply", title_justify="left", show_header=False)

@@ -179,6 +179,7 @@ class DemoResult:
     supply: SupplyReport
     integrity: Integrity
     seconds: float
+    statement: list[LedgerEntry] = field(default_factory=list)
 
 
 def agent_ids(config: DemoConfig) -> list[str]:
@@ -230,15 +231,19 @@ def run_demo(
         if progress is not None:
             progress(number, config.rounds, economy.stats)
     integrity = economy.check()
+    supply = ledger.supply_report()
+    top = supply.distribution.top_holders
     return DemoResult(
         config=config,
         run_id=economy.run_id,
         agents=economy.agents,
         treasury=economy.treasury,
         stats=economy.stats,
-        supply=ledger.supply_report(),
+        supply=supply,
         integrity=integrity,
         seconds=time.perf_counter() - started,
+        # The richest agent's latest entries, as a statement would show them.
+        statement=ledger.get_statement(top[0].account_id, limit=5) if top else [],
     )
 
 

@@ -116,8 +116,9 @@ def _text(value: object, *, name: str, max_length: int) -> str:
     # encoded as UTF-8 at all: refuse both here rather than in the driver.
     if "\x00" in value:
         raise InvalidArgument(f"{name} must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise InvalidArgument(f"{name} is not valid Unicode text") from exc
+    if not value.isascii():  # only non-ASCII text can hold a lone surrogate
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidArgument(f"{name} is not valid Unicode text") from exc
     return value

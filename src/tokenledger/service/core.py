@@ -141,7 +141,6 @@ class LedgerCore:
                     cursor,
                     sender=draft.from_account,
                     receiver=draft.to_account,
-                    accounts=parties,
                     amount=draft.amount,
                     reason=draft.reason,
                     reference_type=draft.reference_type,
