@@ -47,8 +47,11 @@ def lock(connection: Connection, account_ids: Iterable[str]) -> dict[str, Row[tu
     return {row.account_id: row for row in connection.execute(statement)}
 
 
+_read = select(accounts).where(_c.account_id == bindparam("account_id"))
+
+
 def read(connection: Connection, account_id: str) -> Row[tuple[object, ...]] | None:
-    return connection.execute(select(accounts).where(_c.account_id == account_id)).first()
+    return connection.execute(_read, {"account_id": account_id}).first()
 
 
 _save = (

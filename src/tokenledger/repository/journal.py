@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -9,11 +10,13 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Connection,
+    Integer,
     Row,
     Select,
+    String,
+    bindparam,
     func,
     insert,
-    literal,
     select,
     text,
     tuple_,
@@ -107,8 +110,11 @@ def by_idempotency_keys(connection: Connection, keys: Sequence[str]) -> dict[str
     return {row.idempotency_key: row for row in connection.execute(statement)}
 
 
+_get = select(journal).where(_c.id == bindparam("entry_id", type_=BigInteger()))
+
+
 def get(connection: Connection, entry_id: int) -> EntryRecord | None:
-    return connection.execute(select(journal).where(_c.id == entry_id)).first()
+    return connection.execute(_get, {"entry_id": entry_id}).first()
 
 
 def reversal_of(connection: Connection, entry_id: int) -> int | None:
@@ -129,7 +135,6 @@ def for_account(
     account_id: str,
     *,
     since: datetime | None = None,
-    until: datetime | None = None,
     before_id: int | None = None,
     limit: int | None = None,
 ) -> Sequence[EntryRecord]:
@@ -140,20 +145,38 @@ def for_account(
     go back (see ``Ledger``). Each side is read from its own index and the
     two are merged, instead of an ``OR`` that would sort every match.
     """
+    statement = _account_statement(since is not None, before_id is not None, limit is not None)
+    parameters: dict[str, Any] = {"account": account_id}
+    if since is not None:
+        parameters["since"] = since
+    if before_id is not None:
+        parameters["before"] = before_id
+    if limit is not None:
+        parameters["limit"] = limit
+    return connection.execute(statement, parameters).all()
+
+
+@functools.cache
+def _account_statement(since: bool, before: bool, limit: bool) -> Select[Any]:
+    """The statement for one shape of query, built once: building it costs a millisecond."""
+    account = bindparam("account", type_=String())
 
     def side(party: Any) -> Select[Any]:
-        q = select(journal).where(party == account_id)
-        q = _window(q, since=since, until=until, before_id=before_id)
+        q = select(journal).where(party == account)
+        if since:
+            q = q.where(_c.timestamp >= bindparam("since", type_=journal.c.timestamp.type))
+        if before:
+            cursor_id = bindparam("before", type_=BigInteger())
+            cursor = select(_c.timestamp).where(_c.id == cursor_id).scalar_subquery()
+            q = q.where(tuple_(_c.timestamp, _c.id) < tuple_(cursor, cursor_id))
         q = q.order_by(_c.timestamp.desc(), _c.id.desc())
-        return q.limit(limit) if limit is not None else q
+        return q.limit(bindparam("limit", type_=Integer())) if limit else q
 
     both = union_all(
         select(side(_c.from_account).subquery()), select(side(_c.to_account).subquery())
     ).subquery()
     statement = select(both).order_by(both.c.timestamp.desc(), both.c.id.desc())
-    if limit is not None:
-        statement = statement.limit(limit)
-    return connection.execute(statement).all()
+    return statement.limit(bindparam("limit", type_=Integer())) if limit else statement
 
 
 def latest(
@@ -181,19 +204,27 @@ def balance_as_of(connection: Connection, account_id: str, moment: datetime) -> 
     when the account had no entry by then.
     """
     best: tuple[datetime, int, int] | None = None
-    for party, after in (
-        (_c.from_account, _c.balance_after_from),
-        (_c.to_account, _c.balance_after_to),
-    ):
-        row = connection.execute(
-            select(_c.timestamp, _c.id, after)
-            .where(party == account_id, _c.timestamp <= moment)
-            .order_by(_c.timestamp.desc(), _c.id.desc())
-            .limit(1)
-        ).first()
+    parameters = {"account": account_id, "moment": moment}
+    for statement in _AS_OF:
+        row = connection.execute(statement, parameters).first()
         if row is not None and (best is None or (row[0], row[1]) > best[:2]):
             best = (row[0], row[1], row[2])
     return None if best is None else best[2]
+
+
+_AS_OF = [
+    select(_c.timestamp, _c.id, after)
+    .where(
+        party == bindparam("account", type_=String()),
+        _c.timestamp <= bindparam("moment", type_=journal.c.timestamp.type),
+    )
+    .order_by(_c.timestamp.desc(), _c.id.desc())
+    .limit(1)
+    for party, after in (
+        (_c.from_account, _c.balance_after_from),
+        (_c.to_account, _c.balance_after_to),
+    )
+]
 
 
 def stream(connection: Connection) -> Iterator[EntryRecord]:
@@ -203,25 +234,6 @@ def stream(connection: Connection) -> Iterator[EntryRecord]:
 
 def count(connection: Connection) -> int:
     return int(connection.execute(select(func.count()).select_from(journal)).scalar_one())
-
-
-def _window(
-    statement: Select[Any],
-    *,
-    since: datetime | None,
-    until: datetime | None,
-    before_id: int | None,
-) -> Select[Any]:
-    if since is not None:
-        statement = statement.where(_c.timestamp >= since)
-    if until is not None:
-        statement = statement.where(_c.timestamp <= until)
-    if before_id is not None:
-        cursor = select(_c.timestamp).where(_c.id == before_id).scalar_subquery()
-        statement = statement.where(
-            tuple_(_c.timestamp, _c.id) < tuple_(cursor, literal(before_id, BigInteger))
-        )
-    return statement
 
 
 __all__ = [

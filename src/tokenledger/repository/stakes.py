@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy import BigInteger, Connection, Row, bindparam, func, insert, select, update
 
 from tokenledger.models import stakes_table
 from tokenledger.repository._dialect import is_postgresql, keyset_pages
@@ -54,8 +54,11 @@ def close(connection: Connection, stake_id: int, status: str, closed_at: datetim
     )
 
 
+_get = select(stakes).where(_c.id == bindparam("stake_id", type_=BigInteger()))
+
+
 def get(connection: Connection, stake_id: int) -> StakeRecord | None:
-    return connection.execute(select(stakes).where(_c.id == stake_id)).first()
+    return connection.execute(_get, {"stake_id": stake_id}).first()
 
 
 def for_account(

@@ -27,7 +27,7 @@ from sqlalchemy import Connection, Row
 from tokenledger import inputs
 from tokenledger.amounts import AmountInput, from_units, to_units
 from tokenledger.books import Balances
-from tokenledger.constants import SYSTEM_ACCOUNT
+from tokenledger.constants import SYSTEM_ACCOUNT, is_reserved
 from tokenledger.errors import (
     AccountExists,
     AccountNotFound,
@@ -292,17 +292,25 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
-            if cursor is not None and journal.get(connection, cursor) is None:
-                raise EntryNotFound(cursor)
             if account_id is None:
+                if cursor is not None and journal.get(connection, cursor) is None:
+                    raise EntryNotFound(cursor)
                 return journal.latest(connection, since=start, before_id=cursor, limit=count)
-            if accounts.read(connection, account_id) is None:
+            if is_reserved(account_id):  # system and escrow have entries but no account
                 raise AccountNotFound(account_id)
-            return journal.for_account(
+            rows = journal.for_account(
                 connection, account_id, since=start, before_id=cursor, limit=count
             )
+            # Only an empty page needs to say why: accounts and entries are
+            # never deleted, so what existed for the query still exists now.
+            if not rows:
+                if accounts.read(connection, account_id) is None:
+                    raise AccountNotFound(account_id)
+                if cursor is not None and journal.get(connection, cursor) is None:
+                    raise EntryNotFound(cursor)
+            return rows
 
-        return [entry_record(row) for row in run_read(self._binding, work, snapshot=True)]
+        return [entry_record(row) for row in run_read(self._binding, work)]
 
     def get_entry(self, entry_id: int) -> LedgerEntry:
         checked = inputs.entry_id(entry_id)
