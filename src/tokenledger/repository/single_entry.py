@@ -108,7 +108,7 @@ _SQLITE_PRIOR = "SELECT id FROM token_ledger WHERE idempotency_key = ?"
 _SQLITE_INSERT = (
     "INSERT INTO token_ledger (timestamp, from_account, to_account, amount, reason, "
     "reference_type, reference_id, memo, balance_after_from, balance_after_to, "
-    "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id"
+    "idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _SQLITE_SAVE = (
     "UPDATE token_accounts SET balance = ?, total_earned = ?, total_spent = ?, "
@@ -143,7 +143,7 @@ def lock_sqlite(
 def write_sqlite(cursor: Any, row: dict[str, Any], changed: dict[str, Balances]) -> int:
     """Append the entry and save the changed accounts; the new entry's id."""
     stamp = sqlite_timestamp(row["timestamp"])
-    (entry_id,) = cursor.execute(
+    cursor.execute(
         _SQLITE_INSERT,
         (
             stamp,
@@ -158,7 +158,8 @@ def write_sqlite(cursor: Any, row: dict[str, Any], changed: dict[str, Balances])
             row["balance_after_to"],
             row["idempotency_key"],
         ),
-    ).fetchone()
+    )
+    entry_id = cursor.lastrowid  # the rowid: token_ledger.id is INTEGER PRIMARY KEY
     cursor.executemany(
         _SQLITE_SAVE,
         [

@@ -62,10 +62,14 @@ class Draft:
 
 
 class Posting:
-    """Entries computed in order against a private copy of locked balances."""
+    """Entries computed in order against the balances of locked accounts.
+
+    The posting takes ownership of ``locked`` and changes it in place: pass
+    figures just read for this transaction, not figures shared elsewhere.
+    """
 
     def __init__(self, locked: dict[str, Balances], timestamp: datetime) -> None:
-        self.books = {account_id: b.copy() for account_id, b in locked.items()}
+        self.books = locked
         self.timestamp = timestamp
         self.rows: list[dict[str, Any]] = []
         self.changed: set[str] = set()
@@ -73,7 +77,7 @@ class Posting:
     def add(self, draft: Draft, *, stake_owner: str | None = None) -> dict[str, Any]:
         """Compute one entry; refuse it if a balance would go negative or overflow."""
         touched = draft.accounts(stake_owner)
-        before = {account_id: self.books[account_id].copy() for account_id in touched}
+        # A refused entry leaves the posting unusable; the transaction rolls back.
         after_from, after_to = apply_entry(
             self.books, draft.from_account, draft.to_account, draft.amount, stake_owner
         )
@@ -81,7 +85,7 @@ class Posting:
             b = self.books[account_id]
             if b.balance < 0:
                 raise InsufficientFunds(
-                    account_id, from_units(before[account_id].balance), from_units(draft.amount)
+                    account_id, from_units(b.balance + draft.amount), from_units(draft.amount)
                 )
             if max(b.balance, b.total_earned, b.total_spent, b.total_staked) > MAX_UNITS:
                 raise InvalidAmount(
