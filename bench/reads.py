@@ -24,7 +24,6 @@ from sqlalchemy import Engine
 
 from tokenledger import Ledger
 from tokenledger.books import Balances, apply_entry
-from tokenledger.repository.single_entry import sqlite_timestamp
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -127,30 +126,6 @@ def load_postgres(engine: Engine, accounts: int, entries: int) -> float:
         cursor.execute("ANALYZE token_ledger")
         cursor.execute("ANALYZE token_accounts")
         raw.commit()
-    finally:
-        raw.close()
-    return time.perf_counter() - started
-
-
-def load_sqlite(engine: Engine, accounts: int, entries: int) -> float:
-    started = time.perf_counter()
-    account_rows, journal = economy(accounts, entries)
-    raw = engine.raw_connection()
-    try:
-        cursor = raw.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        cursor.executemany(
-            "INSERT INTO token_ledger (id, timestamp, from_account, to_account, amount, reason, "
-            "balance_after_from, balance_after_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            ((r[0], sqlite_timestamp(r[1]), *r[2:]) for r in journal),
-        )
-        cursor.executemany(
-            "INSERT INTO token_accounts (account_id, balance, total_earned, total_spent, "
-            "total_staked, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            ((*r[:5], sqlite_timestamp(r[5]), sqlite_timestamp(r[6])) for r in account_rows()),
-        )
-        raw.commit()
-        cursor.execute("ANALYZE")
     finally:
         raw.close()
     return time.perf_counter() - started

@@ -28,10 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import reads
 import writes
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-from tokenledger import Ledger, migrations
+from tokenledger import Ledger
 from tokenledger.storage import create_engine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,14 +110,7 @@ def run_sqlite(seconds: float) -> dict[str, Any]:
 
 
 def run_reads(admin_url: str, accounts: int, entries: int, repeat: int) -> dict[str, Any]:
-    name = "tokenledger_bench_reads"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    migrations.upgrade(url)
+    url = writes.fresh_database(admin_url, "tokenledger_bench_reads")
     engine = create_engine(url)
     results: dict[str, Any] = {"accounts": accounts, "entries": entries}
     results["load_seconds"] = round(reads.load_postgres(engine, accounts, entries), 1)

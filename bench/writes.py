@@ -79,8 +79,8 @@ def account_names(n: int) -> list[str]:
     return [f"bench-{i:02d}" for i in range(n)]
 
 
-def prepare_postgres(admin_url: str, name: str, accounts: int) -> str:
-    """A fresh database at head with ``accounts`` funded accounts and the reference function."""
+def fresh_database(admin_url: str, name: str) -> str:
+    """Drop and create database ``name``, migrate it to head; its URL."""
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -88,6 +88,12 @@ def prepare_postgres(admin_url: str, name: str, accounts: int) -> str:
     admin.dispose()
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     migrations.upgrade(url)
+    return url
+
+
+def prepare_postgres(admin_url: str, name: str, accounts: int) -> str:
+    """A fresh database at head with ``accounts`` funded accounts and the reference function."""
+    url = fresh_database(admin_url, name)
     engine = create_engine(url)
     ledger = Ledger(engine)
     for account in account_names(accounts):
