@@ -18,13 +18,14 @@ write instead of waiting their turn at the start.
 from __future__ import annotations
 
 import random
+import select
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, PendingRollbackError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from tokenledger.errors import ConcurrencyConflict, InvalidArgument, LedgerError, StorageError
@@ -100,6 +101,12 @@ class EngineBinding:
                 transaction.commit()
             except DBAPIError as exc:
                 raise _CommitFailed(exc) from exc
+            except PendingRollbackError as exc:
+                # The connection was lost inside the block (the caller caught
+                # that error and went on): no COMMIT was sent, nothing stays.
+                raise StorageError(
+                    "the connection was lost inside the transaction; nothing was committed"
+                ) from exc
 
     @contextmanager
     def driver_write(self) -> Iterator[Any]:
@@ -109,40 +116,12 @@ class EngineBinding:
         statement is atomic on its own: one round trip, COMMIT included.
         SQLite: ``BEGIN IMMEDIATE`` ... ``COMMIT`` around the statements.
         """
-        dialect = self.engine.dialect
-        pooled = self.engine.raw_connection()
-        driver: Any = pooled.driver_connection
+        pooled = self._checkout()
         cursor = pooled.cursor()
+        scope = _sqlite_immediate if self._sqlite else _postgres_autocommit
         try:
-            if not self._sqlite:
-                driver.autocommit = True
-                try:
-                    yield cursor
-                except dialect.loaded_dbapi.Error as exc:
-                    # Without an SQLSTATE the server never answered: it may
-                    # have committed the statement or not.
-                    wrapped = _wrap_driver_error(dialect, exc, driver, cursor)
-                    if _sqlstate(wrapped) is None:
-                        raise _CommitFailed(wrapped) from exc
-                    raise wrapped from exc
-                finally:
-                    if not _is_closed(driver):
-                        driver.autocommit = False
-                return
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
+            with scope(self.engine.dialect, pooled.driver_connection, cursor):
                 yield cursor
-            except dialect.loaded_dbapi.Error as exc:
-                with suppress(dialect.loaded_dbapi.Error):
-                    driver.rollback()
-                raise _wrap_driver_error(dialect, exc, driver, cursor) from exc
-            except BaseException:
-                driver.rollback()
-                raise
-            try:
-                driver.commit()
-            except dialect.loaded_dbapi.Error as exc:
-                raise _CommitFailed(_wrap_driver_error(dialect, exc, driver, cursor)) from exc
         except DBAPIError as exc:
             if exc.connection_invalidated:
                 pooled.invalidate(exc)
@@ -155,6 +134,26 @@ class EngineBinding:
             with suppress(Exception):
                 cursor.close()
             pooled.close()
+
+    def _checkout(self) -> Any:
+        """A pooled DBAPI connection, known not to have been closed by the server."""
+        dialect = self.engine.dialect
+        for attempt in (1, 2):
+            try:
+                pooled = self.engine.raw_connection()
+            except dialect.loaded_dbapi.Error as exc:
+                # Engine.raw_connection() does not wrap driver errors the way
+                # Engine.connect() does; nothing was sent yet.
+                raise _wrap_driver_error(dialect, exc, None, None) from exc
+            if self._sqlite or attempt == 2 or not _hung_up(pooled.driver_connection):
+                return pooled
+            # The server closed this idle connection (restart, pg_terminate_backend,
+            # idle timeout). Nothing was sent on it, so taking another is safe even
+            # for an unkeyed write; once the statement is sent, a lost connection
+            # is an unknown outcome.
+            pooled.invalidate()
+            pooled.close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextmanager
     def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
@@ -279,12 +278,20 @@ def owned_transaction(binding: EngineBinding) -> Iterator[Connection]:
 
 
 def run_read(binding: Binding, work: Callable[[Connection], T], *, snapshot: bool = False) -> T:
-    """Run ``work`` on a connection for reading; driver errors become ``StorageError``."""
-    try:
-        with binding.read(snapshot=snapshot) as connection:
-            return work(connection)
-    except DBAPIError as exc:
-        raise translate(exc) from exc
+    """Run ``work`` on a connection for reading; driver errors become ``StorageError``.
+
+    A read on a connection the server closed while it sat in the pool is
+    run once more on a new connection: a read is always safe to repeat.
+    """
+    for attempt in (1, 2):
+        try:
+            with binding.read(snapshot=snapshot) as connection:
+                return work(connection)
+        except DBAPIError as exc:
+            if attempt == 1 and binding.owns_transactions and exc.connection_invalidated:
+                continue
+            raise translate(exc) from exc
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def translate(exc: DBAPIError) -> LedgerError | IdempotencyKeyTaken:
@@ -361,6 +368,59 @@ def _wrap_driver_error(dialect: Any, exc: Exception, driver: Any, cursor: Any) -
     if not isinstance(wrapped, DBAPIError):  # pragma: no cover - instance() of a DBAPI error
         raise TypeError("expected a DBAPIError") from exc
     return wrapped
+
+
+@contextmanager
+def _postgres_autocommit(dialect: Any, driver: Any, cursor: Any) -> Iterator[None]:
+    """The hot path's one statement is its own transaction."""
+    driver.autocommit = True
+    try:
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        # Without an SQLSTATE the server never answered: it may have
+        # committed the statement or not.
+        wrapped = _wrap_driver_error(dialect, exc, driver, cursor)
+        if _sqlstate(wrapped) is None:
+            raise _CommitFailed(wrapped) from exc
+        raise wrapped from exc
+    finally:
+        if not _is_closed(driver):
+            driver.autocommit = False
+
+
+@contextmanager
+def _sqlite_immediate(dialect: Any, driver: Any, cursor: Any) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``: the write lock from the start."""
+    try:
+        cursor.execute("BEGIN IMMEDIATE")
+        yield
+    except dialect.loaded_dbapi.Error as exc:
+        with suppress(dialect.loaded_dbapi.Error):
+            driver.rollback()
+        raise _wrap_driver_error(dialect, exc, driver, cursor) from exc
+    except BaseException:
+        driver.rollback()
+        raise
+    try:
+        driver.commit()
+    except dialect.loaded_dbapi.Error as exc:
+        raise _CommitFailed(_wrap_driver_error(dialect, exc, driver, cursor)) from exc
+
+
+def _hung_up(driver: Any) -> bool:
+    """True when an idle connection's socket is readable: the server closed it or said FATAL.
+
+    A healthy idle connection has nothing to read (no query is in flight), so
+    a readable socket means end-of-file or a termination message. One
+    non-blocking poll, no round trip.
+    """
+    try:
+        ready, _, _ = select.select([driver.fileno()], [], [], 0)
+    except (OSError, ValueError, AttributeError):
+        return False  # not a socket we can poll: let the statement find out
+    except Exception:  # the driver refused fileno(): the connection is closed
+        return True
+    return bool(ready)
 
 
 def _is_closed(driver: Any) -> bool:
