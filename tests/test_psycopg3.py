@@ -42,7 +42,7 @@ def test_every_kind_of_write_and_read(psycopg3_engine: Engine) -> None:
     ledger.settle(stake.id, "bob", "won", amount=4)
     ledger.transfer_many([Transfer("bob", "alice", 1, "a"), Transfer("alice", "bob", 2, "b")])
     ledger.reverse(entry.id, "undo")
-    # 12.345678 + 1 (mint) + 4 (settle) - 1 + 2 (batch) - 12.345678 (reversal)
+    # bob: the transfer, the mint, the payout, the batch, and the reversal taking it back
     assert ledger.get_balance("bob") == Decimal(6)
     assert ledger.get_total_supply() == Decimal("100.5")
     assert len(ledger.get_statement("bob")) == 6
