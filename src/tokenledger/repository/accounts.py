@@ -135,10 +135,6 @@ def total_supply(connection: Connection) -> int:
     return int(row[0]) * UNITS_PER_TOKEN + int(row[1])
 
 
-def count(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(accounts)).scalar_one())
-
-
 def stream(connection: Connection) -> Iterator[Row[tuple[object, ...]]]:
     """Every account in id order, in keyset pages so memory stays flat."""
     return keyset_pages(connection, select(accounts), _c.account_id, label="account_id")

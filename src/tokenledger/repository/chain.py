@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, func, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Row, insert, select, text, tuple_, update
 
 from tokenledger.models import (
     chain_head_table,
@@ -169,10 +169,6 @@ def hashes(connection: Connection, first_seq: int, last_seq: int) -> list[str]:
 
 def link_of_entry(connection: Connection, entry_id: int) -> Row[Any] | None:
     return connection.execute(select(chain).where(chain.c.entry_id == entry_id)).first()
-
-
-def count_sealed(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(chain)).scalar_one())
 
 
 def last_checkpoint(connection: Connection) -> Row[Any] | None:

@@ -26,6 +26,19 @@ from sqlalchemy import (
 from tokenledger.models import journal_table
 from tokenledger.repository._dialect import is_postgresql, keyset_pages, writer_txid
 
+__all__ = [
+    "ENTRY_FIELDS",
+    "append",
+    "balance_as_of",
+    "by_idempotency_key",
+    "by_idempotency_keys",
+    "for_account",
+    "get",
+    "latest",
+    "reversal_of",
+    "stream",
+]
+
 journal = journal_table
 _c = journal.c
 
@@ -230,20 +243,3 @@ _AS_OF = [
 def stream(connection: Connection) -> Iterator[EntryRecord]:
     """Every entry in id order, in keyset pages so memory stays flat."""
     return keyset_pages(connection, select(journal), _c.id, label="id")
-
-
-def count(connection: Connection) -> int:
-    return int(connection.execute(select(func.count()).select_from(journal)).scalar_one())
-
-
-__all__ = [
-    "ENTRY_FIELDS",
-    "append",
-    "balance_as_of",
-    "by_idempotency_key",
-    "count",
-    "for_account",
-    "get",
-    "latest",
-    "stream",
-]
