@@ -26,17 +26,17 @@ holdings = (_a.balance + _a.total_staked).label("holdings")
 def exact_sum(connection: Connection, expression: Any, *where: Any, table: Any = None) -> int:
     """SUM(expression) as an exact Python int on either backend."""
     if is_postgresql(connection):
-        statement = select(func.coalesce(func.sum(cast(expression, Numeric)), 0))
+        parts = [func.sum(cast(expression, Numeric))]
     else:
-        statement = select(
-            func.coalesce(func.sum(expression // UNITS_PER_TOKEN), 0) * UNITS_PER_TOKEN
-            + func.coalesce(func.sum(expression % UNITS_PER_TOKEN), 0)
-        )
+        # Combined in Python: in SQL, whole * 10**6 can pass 2**63 and turn REAL.
+        parts = [func.sum(expression // UNITS_PER_TOKEN), func.sum(expression % UNITS_PER_TOKEN)]
+    statement = select(*(func.coalesce(part, 0) for part in parts))
     if table is not None:
         statement = statement.select_from(table)
     if where:
         statement = statement.where(*where)
-    return int(connection.execute(statement).scalar_one())
+    row = connection.execute(statement).one()
+    return int(row[0]) if len(row) == 1 else int(row[0]) * UNITS_PER_TOKEN + int(row[1])
 
 
 def totals(connection: Connection) -> dict[str, int]:
