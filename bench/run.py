@@ -80,12 +80,17 @@ def run_writes(admin_url: str, seconds: float) -> dict[str, Any]:
                 url, writes.SCRIPT_SERVER_SIDE, clients=clients, accounts=accounts, seconds=seconds
             )
             library = writes.library(url, workers=clients, accounts=accounts, seconds=seconds)
+            driver = writes.library(
+                url, workers=clients, accounts=accounts, seconds=seconds, driver_only=True
+            )
             results[key] = {
                 "reference_a_tps": round(a),
                 "reference_b_tps": round(b),
+                "driver_only_tps": round(driver),
                 "library_tps": round(library),
                 "ratio_a": round(library / a, 2),
                 "ratio_b": round(library / b, 2),
+                "driver_only_ratio_b": round(driver / b, 2),
             }
             print(key, results[key], flush=True)
         if accounts == 50:
@@ -137,8 +142,8 @@ def render(results: dict[str, Any]) -> str:
     if w:
         lines += [
             "| PostgreSQL, `Ledger.transfer` | reference (a) tps | reference (b) tps "
-            "| library tps | vs (a) | vs (b) |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
+            "| library tps | vs (a) | vs (b) | driver only tps | driver only vs (b) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         for key in (
             "50_accounts_1_workers",
@@ -150,7 +155,8 @@ def render(results: dict[str, Any]) -> str:
             label = key.replace("_", " ").replace("1 workers", "1 worker")
             lines.append(
                 f"| {label} | {row['reference_a_tps']} | {row['reference_b_tps']} | "
-                f"{row['library_tps']} | {row['ratio_a']}x | {row['ratio_b']}x |"
+                f"{row['library_tps']} | {row['ratio_a']}x | {row['ratio_b']}x | "
+                f"{row['driver_only_tps']} | {row['driver_only_ratio_b']}x |"
             )
         lines += [
             "",

@@ -151,6 +151,31 @@ def test_a_large_batch(trio: Ledger, engine: Engine) -> None:
     audit(engine)
 
 
+TRICKY_TEXTS = ['say "hi"', "back\\slash", "{braces}", "a,b", "NULL", " padded ", "ünï 😀", '\\"']
+
+
+def test_texts_survive_a_batch_exactly(trio: Ledger, engine: Engine) -> None:
+    check_texts_survive_a_batch(trio, engine)
+
+
+def check_texts_survive_a_batch(trio: Ledger, engine: Engine) -> None:
+    """Ids, reasons, references and memos that an array literal must quote and escape."""
+    for name in TRICKY_TEXTS:
+        trio.create_account(name, 0)
+    batch = [
+        Transfer("a", name, 1, reason=name, reference_type=name, reference_id=name, memo=name)
+        for name in TRICKY_TEXTS
+    ]
+    entries = trio.transfer_many(batch)
+    stored = [trio.get_entry(e.id) for e in entries]
+    assert [(e.to_account, e.reason, e.reference_type, e.reference_id, e.memo) for e in stored] == [
+        (name,) * 5 for name in TRICKY_TEXTS
+    ]
+    assert [trio.get_balance(name) for name in TRICKY_TEXTS] == [D(1)] * len(TRICKY_TEXTS)
+    assert trio.get_balance("a") == D(10 - len(TRICKY_TEXTS))
+    audit(engine)
+
+
 def test_a_batch_inside_a_transaction(trio: Ledger) -> None:
     with trio.transaction() as tx:
         tx.transfer_many([Transfer("a", "b", 2, "x"), Transfer("b", "c", 1, "y")])

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from auditor import audit
 from conftest import empty_postgres, with_driver
+from test_batch import check_texts_survive_a_batch
 from tokenledger import IdempotencyConflict, InsufficientFunds, Ledger, Transfer
 from tokenledger.storage import create_engine
 
@@ -50,6 +51,12 @@ def test_every_kind_of_write_and_read(psycopg3_engine: Engine) -> None:
     report = ledger.verify()
     assert report.ok, report.problems
     audit(psycopg3_engine)
+
+
+def test_batch_texts(psycopg3_engine: Engine) -> None:
+    ledger = Ledger(psycopg3_engine)
+    ledger.create_account("a", 10)
+    check_texts_survive_a_batch(ledger, psycopg3_engine)
 
 
 def test_concurrent_writers(psycopg3_engine: Engine) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Insert, Row, Select, func, literal
@@ -26,6 +27,33 @@ def writer_txid(connection: Connection) -> ColumnElement[Any]:
     if is_postgresql(connection):
         return func.txid_current()
     return literal(0)
+
+
+def postgres_array(values: Iterable[str | int | datetime | None]) -> str:
+    """A column of values (one type, or None) as one PostgreSQL array literal.
+
+    For ``CAST(:param AS type[])``. psycopg2 sends a list parameter as
+    ``ARRAY[...]`` with one constant per element, which the server parses
+    element by element; one text literal is several times cheaper for both
+    sides at batch sizes, on either driver. Strings are quoted, so none of
+    them can read as ``NULL``.
+    """
+    items = list(values)
+    # A batch's entries share their timestamp and often their texts: encode each value once.
+    encoded = {value: _array_element(value) for value in set(items)}
+    return "{" + ",".join([encoded[value] for value in items]) + "}"
+
+
+def _array_element(value: str | int | datetime | None) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, datetime):
+        return f'"{value.isoformat()}"'
+    if '"' in value or "\\" in value:
+        value = value.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{value}"'
 
 
 def keyset_pages(

@@ -14,6 +14,7 @@ from tokenledger.repository._dialect import (
     insert_ignoring_conflicts,
     is_postgresql,
     keyset_pages,
+    postgres_array,
 )
 
 accounts = accounts_table
@@ -89,11 +90,11 @@ def save(connection: Connection, changed: dict[str, Balances], now: datetime) ->
         connection.execute(
             _SAVE_ARRAYS,
             {
-                "ids": list(changed),
-                "balance": [b.balance for b in figures],
-                "earned": [b.total_earned for b in figures],
-                "spent": [b.total_spent for b in figures],
-                "staked": [b.total_staked for b in figures],
+                "ids": postgres_array(changed),
+                "balance": postgres_array(b.balance for b in figures),
+                "earned": postgres_array(b.total_earned for b in figures),
+                "spent": postgres_array(b.total_spent for b in figures),
+                "staked": postgres_array(b.total_staked for b in figures),
                 "now": now,
             },
         )

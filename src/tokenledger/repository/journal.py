@@ -24,7 +24,12 @@ from sqlalchemy import (
 )
 
 from tokenledger.models import journal_table
-from tokenledger.repository._dialect import is_postgresql, keyset_pages, writer_txid
+from tokenledger.repository._dialect import (
+    is_postgresql,
+    keyset_pages,
+    postgres_array,
+    writer_txid,
+)
 
 __all__ = [
     "ENTRY_FIELDS",
@@ -75,7 +80,9 @@ def append(connection: Connection, rows: Sequence[dict[str, Any]]) -> list[int]:
         return [connection.execute(statement, dict(rows[0])).scalar_one()]
     ids = _reserve_ids(connection, len(rows))
     if is_postgresql(connection):
-        columns = {"id": ids} | {name: [row[name] for row in rows] for name in ENTRY_FIELDS}
+        columns = {"id": postgres_array(ids)} | {
+            name: postgres_array(row[name] for row in rows) for name in ENTRY_FIELDS
+        }
         connection.execute(_APPEND_ARRAYS, columns)
     else:
         connection.execute(
