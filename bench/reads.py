@@ -176,17 +176,29 @@ def read_latencies(ledger: Ledger, accounts: int, repeat: int, seed: int = 5) ->
 
 VERIFY_PROBE = """
 import json, resource, sys, time
+from pathlib import Path
 from tokenledger import Ledger
+
+def peak_mib():
+    # VmHWM: this process's own peak. ru_maxrss would start at the peak of
+    # the process that forked it (Linux keeps it across fork and exec).
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
 ledger = Ledger.from_url(sys.argv[1])
 ledger.get_total_supply()  # connect and import everything before the baseline
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_mib()
 started = time.perf_counter()
 report = ledger.verify()
 elapsed = time.perf_counter() - started
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+peak = peak_mib()
 print(json.dumps({
     "seconds": round(elapsed, 2), "ok": report.ok, "entries": report.counts["entries"],
-    "baseline_rss_mib": round(base / 1024, 1), "peak_rss_mib": round(peak / 1024, 1),
+    "baseline_rss_mib": round(base, 1), "peak_rss_mib": round(peak, 1),
     "problems": len(report.problems),
 }))
 """

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
-from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row
@@ -48,6 +47,7 @@ from tokenledger.service.unit_of_work import run_read, run_write
 __all__ = ["INITIAL_BALANCE_REASON", "MAX_BATCH", "Ledger"]
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 INITIAL_BALANCE_REASON = "initial_balance"
 MAX_BATCH = 10_000  # transfers per transfer_many call: bounds one transaction's locks and time
@@ -201,7 +201,7 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         items = list(transfers)
         if len(items) > MAX_BATCH:
             raise InvalidArgument(f"a batch holds at most {MAX_BATCH} transfers, got {len(items)}")
-        drafts = [_noted(i, partial(self._transfer_draft, item)) for i, item in enumerate(items)]
+        drafts = _each_noted(self._transfer_draft, items)
         if not drafts:
             return []
         keys = [d.idempotency_key for d in drafts if d.idempotency_key is not None]
@@ -231,8 +231,7 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
                 first = next(i for i, d in enumerate(drafts) if missing.account_id in d.accounts())
                 missing.add_note(f"in transfer {first} of the batch (counting from 0)")
                 raise
-            for index, draft in enumerate(drafts):
-                _noted(index, partial(posting.add, draft))
+            _each_noted(posting.add, drafts)
             ids = self._write_posting(connection, posting)
             return [entry_record(row, i) for row, i in zip(posting.rows, ids, strict=True)]
 
@@ -336,10 +335,13 @@ def _transfer_fields(item: Transfer | Mapping[str, Any]) -> dict[str, Any]:
     return dict(item)
 
 
-def _noted(index: int, step: Callable[[], T]) -> T:
-    """Run one item's step; a refusal names the item it concerns."""
+def _each_noted(step: Callable[[Item], T], items: Sequence[Item]) -> list[T]:
+    """``step`` over a batch's items in order; a refusal names the item it concerns."""
+    results: list[T] = []
     try:
-        return step()
+        for item in items:
+            results.append(step(item))
     except LedgerError as exc:
-        exc.add_note(f"in transfer {index} of the batch (counting from 0)")
+        exc.add_note(f"in transfer {len(results)} of the batch (counting from 0)")
         raise
+    return results
