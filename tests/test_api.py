@@ -588,7 +588,22 @@ def test_stakes_lists_open_or_all_stakes(ledger: Ledger, client: TestClient) -> 
         (settled.id, "settled", "3.000000"),
     ]
     assert all(s["closed_at"] is not None for s in every[1:])
-    assert client.get("/api/token/stakes?account=bob").json() == {"stakes": []}
+    assert client.get("/api/token/stakes?account=bob").json() == {"stakes": [], "next_after": None}
+
+
+def test_stakes_page_to_the_end(ledger: Ledger, client: TestClient) -> None:
+    ledger.create_account("alice", 100)
+    made = [ledger.stake("alice", 1, f"bid {i}").id for i in range(5)]
+    seen: list[int] = []
+    url = "/api/token/stakes?account=alice&limit=2"
+    while True:
+        body = client.get(url).json()
+        seen += [s["id"] for s in body["stakes"]]
+        if body["next_after"] is None:
+            break
+        url = f"/api/token/stakes?account=alice&limit=2&after={body['next_after']}"
+    assert seen == made
+    assert len(client.get("/api/token/stakes?account=alice").json()["stakes"]) == 5
 
 
 def test_stakes_errors(ledger: Ledger, client: TestClient) -> None:
@@ -605,6 +620,12 @@ def test_stakes_errors(ledger: Ledger, client: TestClient) -> None:
         "detail": "query parameter 'open_only': Input should be a valid boolean, "
         "unable to interpret input"
     }
+    for query in ("limit=0", "limit=1001", "limit=x", "after=0", "after=-1", "after=1.5"):
+        response = client.get(f"/api/token/stakes?account=alice&{query}")
+        assert response.status_code == 422, query
+    unknown_cursor = client.get("/api/token/stakes?account=alice&after=999")
+    assert unknown_cursor.status_code == 404
+    assert unknown_cursor.json() == {"detail": "stake not found: 999"}
 
 
 # -- errors, mounting, OpenAPI, no writes ------------------------------------------
@@ -729,6 +750,8 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
     stakes = parameters("/api/token/stakes")
     assert stakes["account"]["required"] is True
     assert stakes["open_only"]["schema"]["default"] is True
+    assert stakes["limit"]["schema"]["default"] == 50
+    assert stakes["after"]["schema"]["anyOf"][0]["minimum"] == 1
 
     expected_models = {
         "/api/token/balance/{agent_id}": "AccountOut",

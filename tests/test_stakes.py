@@ -75,6 +75,26 @@ def test_stake_moves_available_tokens_into_escrow(market: Ledger, engine: Engine
     audit(engine)
 
 
+def test_stakes_page_by_cursor_to_the_end(market: Ledger) -> None:
+    made = [market.stake("alice", 1, f"bid {i}") for i in range(7)]
+    for stake in made[1::3]:
+        market.release(stake.id, "withdrawn")
+    still_open = [s.id for s in made if s.id not in {m.id for m in made[1::3]}]
+
+    for open_only, expected in ((True, still_open), (False, [s.id for s in made])):
+        seen: list[int] = []
+        after = None
+        while True:
+            page = market.get_stakes("alice", open_only, after=after, limit=2)
+            seen += [s.id for s in page]
+            if len(page) < 2:
+                break
+            after = page[-1].id
+        assert seen == expected  # nothing skipped, nothing repeated, oldest first
+    assert market.get_stakes("alice", after=made[-1].id) == []
+    assert market.get_stakes("bob", after=made[0].id) == []  # a cursor from another account
+
+
 def test_full_settlement_pays_the_winner(market: Ledger, engine: Engine) -> None:
     stake = market.stake("alice", 40, "position", "market", "m-1")
     settled = market.settle(stake.id, "bob", "market_resolved")
@@ -136,7 +156,7 @@ def test_release_fee_can_be_paid_to_an_account(market: Ledger, engine: Engine) -
 
 
 def test_expire_releases_only_stakes_past_their_expiry(market: Ledger, engine: Engine) -> None:
-    soon = datetime.now(UTC) + timedelta(seconds=5)
+    soon = datetime.now(UTC) + timedelta(minutes=1)
     due = market.stake("alice", 10, "bid", expires_at=soon)
     later = market.stake("alice", 20, "bid", expires_at=FUTURE)
     never = market.stake("bob", 5, "bid")
@@ -154,7 +174,7 @@ def test_expire_releases_only_stakes_past_their_expiry(market: Ledger, engine: E
 
 def test_expire_handles_more_stakes_than_one_batch(market: Ledger, engine: Engine) -> None:
     market.mint("alice", 1000, "more")
-    soon = datetime.now(UTC) + timedelta(seconds=5)
+    soon = datetime.now(UTC) + timedelta(minutes=1)
     for _ in range(EXPIRY_BATCH + 3):
         market.stake("alice", 1, "bid", expires_at=soon)
     assert market.expire_stakes(now=soon + timedelta(seconds=1)) == EXPIRY_BATCH + 3
@@ -249,6 +269,14 @@ BAD_CALLS: list[tuple[str, Callable[[Ledger, Stake, Stake], object], type[Ledger
         InvalidArgument,
     ),
     ("stakes of unknown account", lambda lg, s, c: lg.get_stakes("nobody"), AccountNotFound),
+    (
+        "stakes after an unknown stake",
+        lambda lg, s, c: lg.get_stakes("alice", after=999),
+        StakeNotFound,
+    ),
+    ("stakes after a non-id", lambda lg, s, c: lg.get_stakes("alice", after="1"), InvalidArgument),
+    ("stakes after zero", lambda lg, s, c: lg.get_stakes("alice", after=0), InvalidArgument),
+    ("stakes with limit 0", lambda lg, s, c: lg.get_stakes("alice", limit=0), InvalidArgument),
     ("bad expire time", lambda lg, s, c: lg.expire_stakes(now="whenever"), InvalidArgument),
     (
         "reverse a stake entry",
@@ -340,7 +368,9 @@ def test_many_workers_staking_and_resolving(pg_engine: Engine) -> None:
     owners = [f"agent-{i}" for i in range(5)]
     for owner in owners:
         ledger.create_account(owner, 200)
-    soon = datetime.now(UTC) + timedelta(seconds=1)
+    # Expired by the workers' explicit ``now``, not the clock: far enough ahead
+    # that a slow machine still stakes with it before it passes.
+    soon = datetime.now(UTC) + timedelta(minutes=10)
 
     def worker(seed: int) -> Counter[str]:
         rng = random.Random(seed)

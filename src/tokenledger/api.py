@@ -202,7 +202,12 @@ class StakeOut(_Out):
 
 
 class StakesOut(_Out):
+    """A page of one account's stakes, oldest first, and the cursor of the next page."""
+
     stakes: list[StakeOut]
+    next_after: int | None = Field(
+        description="Pass as `after` to get the next page; null when this page is the last."
+    )
 
 
 class VelocityOut(_Out):
@@ -460,6 +465,10 @@ _NO_ACCOUNT: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such account."},
     **_BAD_INPUT,
 }
+_NO_ACCOUNT_OR_STAKE: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorOut, "description": "No such account, or no stake with the `after` id."},
+    **_BAD_INPUT,
+}
 _NO_ACCOUNT_OR_ENTRY: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorOut, "description": "No such account, or no entry with the `before` id."},
     **_BAD_INPUT,
@@ -569,7 +578,7 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
     @router.get(
         "/stakes",
         response_model=StakesOut,
-        responses=_NO_ACCOUNT,
+        responses=_NO_ACCOUNT_OR_STAKE,
         name="token_stakes",
         summary="One account's stakes",
     )
@@ -581,10 +590,18 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
         open_only: Annotated[
             bool, Query(description="Only open stakes (default), or every stake.")
         ] = True,
+        limit: Annotated[Limit, Query(description="Stakes per page.")] = DEFAULT_LIMIT,
+        after: Annotated[
+            EntryCursor | None,
+            Query(description="Cursor: the `next_after` of the previous page."),
+        ] = None,
     ) -> StakesOut:
-        """The account's stakes, oldest first."""
+        """The account's stakes, oldest first; follow ``next_after`` until it is null."""
+        rows = ledger.get_stakes(account, open_only, after=after, limit=limit + 1)
+        page = rows[:limit]
         return StakesOut(
-            stakes=[_stake_out(stake) for stake in ledger.get_stakes(account, open_only)]
+            stakes=[_stake_out(stake) for stake in page],
+            next_after=page[-1].id if len(rows) > limit else None,
         )
 
     return router

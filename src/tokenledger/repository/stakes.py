@@ -62,11 +62,19 @@ def get(connection: Connection, stake_id: int) -> StakeRecord | None:
 
 
 def for_account(
-    connection: Connection, account_id: str, *, open_only: bool
+    connection: Connection,
+    account_id: str,
+    *,
+    open_only: bool,
+    after_id: int | None = None,
+    limit: int | None = None,
 ) -> Sequence[StakeRecord]:
-    statement = select(stakes).where(_c.account_id == account_id).order_by(_c.id)
+    """The account's stakes in id order, from just after ``after_id``."""
+    statement = select(stakes).where(_c.account_id == account_id).order_by(_c.id).limit(limit)
     if open_only:
         statement = statement.where(_c.status == "open")
+    if after_id is not None:
+        statement = statement.where(_c.id > after_id)
     return connection.execute(statement).all()
 
 

@@ -218,14 +218,35 @@ class StakeOperations(LedgerCore):
             raise StakeNotFound(checked_id)
         return stake_record(row)
 
-    def get_stakes(self, agent_id: str, open_only: bool = True) -> list[Stake]:
-        """The account's stakes, oldest first; only open ones unless ``open_only=False``."""
+    def get_stakes(
+        self,
+        agent_id: str,
+        open_only: bool = True,
+        *,
+        after: int | None = None,
+        limit: int | None = None,
+    ) -> list[Stake]:
+        """The account's stakes, oldest first; only open ones unless ``open_only=False``.
+
+        ``after`` is a cursor: pass the id of the last stake of a page to get
+        the stakes after it; a page shorter than ``limit`` is the last. An
+        unknown ``after`` raises ``StakeNotFound``.
+        """
         account_id = inputs.account_id(agent_id)
+        cursor = None if after is None else inputs.entry_id(after, name="after")
+        count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
-            if accounts.read(connection, account_id) is None:
-                raise AccountNotFound(account_id)
-            return stakes.for_account(connection, account_id, open_only=open_only)
+            rows = stakes.for_account(
+                connection, account_id, open_only=open_only, after_id=cursor, limit=count
+            )
+            # Only an empty page needs to say why: accounts and stakes are never deleted.
+            if not rows:
+                if accounts.read(connection, account_id) is None:
+                    raise AccountNotFound(account_id)
+                if cursor is not None and stakes.get(connection, cursor) is None:
+                    raise StakeNotFound(cursor)
+            return rows
 
         return [stake_record(row) for row in run_read(self._binding, work, snapshot=True)]
 
