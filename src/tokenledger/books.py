@@ -100,14 +100,15 @@ def apply_entry(
 
     after_from: int | None = None
     after_to: int | None = None
-    if is_reserved(from_account) and is_reserved(to_account):
+    from_reserved, to_reserved = is_reserved(from_account), is_reserved(to_account)
+    if from_reserved and to_reserved:
         raise ValueError(f"no entry moves tokens from {from_account!r} to {to_account!r}")
-    if not is_reserved(from_account):
+    if not from_reserved:
         sender = _account(books, from_account)
         sender.balance -= amount
         sender.total_spent += amount
         after_from = sender.balance
-    if not is_reserved(to_account):
+    if not to_reserved:
         receiver = _account(books, to_account)
         receiver.balance += amount
         receiver.total_earned += amount
