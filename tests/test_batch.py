@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from enum import Enum
 
 import pytest
 from sqlalchemy import Engine
@@ -151,7 +152,15 @@ def test_a_large_batch(trio: Ledger, engine: Engine) -> None:
     audit(engine)
 
 
-TRICKY_TEXTS = ['say "hi"', "back\\slash", "{braces}", "a,b", "NULL", " padded ", "ünï 😀", '\\"']
+class Name(str, Enum):  # noqa: UP042 - not StrEnum, whose str() is its value
+    """A str subclass whose str() is not its value ("Name.CAROL")."""
+
+    CAROL = "carol"
+
+
+TRICKY_TEXTS = [
+    'say "hi"', "back\\slash", "{braces}", "a,b", "NULL", " padded ", "ünï 😀", '\\"', Name.CAROL
+]  # fmt: skip
 
 
 def test_texts_survive_a_batch_exactly(trio: Ledger, engine: Engine) -> None:
@@ -171,6 +180,8 @@ def check_texts_survive_a_batch(trio: Ledger, engine: Engine) -> None:
     assert [(e.to_account, e.reason, e.reference_type, e.reference_id, e.memo) for e in stored] == [
         (name,) * 5 for name in TRICKY_TEXTS
     ]
+    assert all(type(text) is str for e in stored for text in (e.to_account, e.reason, e.memo))
+    assert trio.get_statement("carol")[0].to_account == "carol"
     assert [trio.get_balance(name) for name in TRICKY_TEXTS] == [D(1)] * len(TRICKY_TEXTS)
     assert trio.get_balance("a") == D(10 - len(TRICKY_TEXTS))
     audit(engine)

@@ -108,6 +108,10 @@ def entry_id(value: object, *, name: str = "entry id") -> int:
 def _text(value: object, *, name: str, max_length: int) -> str:
     if not isinstance(value, str):
         raise InvalidArgument(f"{name} must be a string, got {type(value).__name__}")
+    if type(value) is not str:
+        # A str subclass (say a ``str`` Enum member) formats as something else
+        # in f-strings and some drivers: keep only its text, as plain str.
+        value = str.__str__(value)
     if not value:
         raise InvalidArgument(f"{name} must not be empty")
     if len(value) > max_length:

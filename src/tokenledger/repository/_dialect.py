@@ -45,15 +45,20 @@ def postgres_array(values: Iterable[str | int | datetime | None]) -> str:
 
 
 def _array_element(value: str | int | datetime | None) -> str:
+    # Subclasses (bool, a str Enum member) would format as something else
+    # than their value: write the value itself, and refuse anything unforeseen.
     if value is None:
         return "NULL"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, datetime):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, datetime) and value.tzinfo is not None:
         return f'"{value.isoformat()}"'
-    if '"' in value or "\\" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{value}"'
+    if not isinstance(value, str):
+        raise TypeError(f"no array literal for {type(value).__name__} {value!r}")
+    text = str.__str__(value)
+    if '"' in text or "\\" in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 def keyset_pages(

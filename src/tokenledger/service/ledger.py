@@ -291,22 +291,19 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
+            if account_id is not None and is_reserved(account_id):
+                raise AccountNotFound(account_id)  # system and escrow have entries, no account
+            if cursor is not None and journal.get(connection, cursor) is None:
+                raise EntryNotFound(cursor)
             if account_id is None:
-                if cursor is not None and journal.get(connection, cursor) is None:
-                    raise EntryNotFound(cursor)
                 return journal.latest(connection, since=start, before_id=cursor, limit=count)
-            if is_reserved(account_id):  # system and escrow have entries but no account
-                raise AccountNotFound(account_id)
             rows = journal.for_account(
                 connection, account_id, since=start, before_id=cursor, limit=count
             )
-            # Only an empty page needs to say why: accounts and entries are
-            # never deleted, so what existed for the query still exists now.
-            if not rows:
-                if accounts.read(connection, account_id) is None:
-                    raise AccountNotFound(account_id)
-                if cursor is not None and journal.get(connection, cursor) is None:
-                    raise EntryNotFound(cursor)
+            # Only an empty page needs to say why: accounts are never deleted,
+            # so one that existed for the query still exists now.
+            if not rows and accounts.read(connection, account_id) is None:
+                raise AccountNotFound(account_id)
             return rows
 
         return [entry_record(row) for row in run_read(self._binding, work)]

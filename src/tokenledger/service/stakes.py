@@ -237,15 +237,14 @@ class StakeOperations(LedgerCore):
         count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
+            if cursor is not None and stakes.get(connection, cursor) is None:
+                raise StakeNotFound(cursor)
             rows = stakes.for_account(
                 connection, account_id, open_only=open_only, after_id=cursor, limit=count
             )
-            # Only an empty page needs to say why: accounts and stakes are never deleted.
-            if not rows:
-                if accounts.read(connection, account_id) is None:
-                    raise AccountNotFound(account_id)
-                if cursor is not None and stakes.get(connection, cursor) is None:
-                    raise StakeNotFound(cursor)
+            # Only an empty page needs to say why: accounts are never deleted.
+            if not rows and accounts.read(connection, account_id) is None:
+                raise AccountNotFound(account_id)
             return rows
 
         return [stake_record(row) for row in run_read(self._binding, work, snapshot=True)]
