@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import Enum
 
 import pytest
 from sqlalchemy import Engine, text
@@ -213,6 +214,25 @@ def test_account_ids_are_stored_verbatim(ledger: Ledger, engine: Engine) -> None
     with engine.connect() as connection:
         stored = set(connection.execute(text("SELECT account_id FROM token_accounts")).scalars())
     assert stored == set(ids)
+    audit(engine)
+
+
+class Agent(str, Enum):  # noqa: UP042 - not StrEnum, whose str() is its value
+    CAROL = "carol"
+
+
+def test_str_subclasses_are_stored_by_their_value(ledger: Ledger, engine: Engine) -> None:
+    account = ledger.create_account(Agent.CAROL, 5)
+    ledger.create_account("dave", 0)
+    entry = ledger.transfer(Agent.CAROL, "dave", 1, Agent.CAROL)
+    assert (account.account_id, entry.from_account, entry.reason) == ("carol",) * 3
+    assert all(type(text) is str for text in (account.account_id, entry.from_account, entry.reason))
+    with engine.connect() as connection:
+        stored = connection.execute(
+            text("SELECT from_account, reason FROM token_ledger WHERE id = :i"), {"i": entry.id}
+        ).one()
+    assert tuple(stored) == ("carol", "carol")
+    assert ledger.get_balance("carol") == Decimal(4)
     audit(engine)
 
 
