@@ -1,7 +1,7 @@
 """The read side at scale: a seeded economy of N accounts and M entries.
 
 The generator computes every balance and balance-after with the library's
-own arithmetic (``tokenledger.books``), so the loaded books are whole and
+own arithmetic (``tokenledger.domain.books``), so the loaded books are whole and
 ``verify`` must pass on them; it loads with COPY (PostgreSQL) or one
 executemany (SQLite) instead of going through ``Ledger``, which would take
 far longer than the measurements themselves.
@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from tokenledger import Ledger
-from tokenledger.books import Balances, apply_entry
+from tokenledger.domain.books import Balances, apply_entry
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

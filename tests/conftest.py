@@ -25,18 +25,18 @@ from sqlalchemy.engine import make_url
 
 from tokenledger import Ledger, migrations
 from tokenledger.storage import create_engine
+from tokenledger.storage.models import Base
 
 PG_URL_ENV = "TOKENLEDGER_TEST_POSTGRES_URL"
 REQUIRE_PG_ENV = "TOKENLEDGER_TEST_REQUIRE_POSTGRES"
 PG_DRIVER_ENV = "TOKENLEDGER_TEST_PG_DRIVER"
 
-# Every table the ledger writes, children first.
-LEDGER_TABLES = (
-    "token_checkpoints",
-    "token_chain",
-    "token_ledger",
-    "token_stakes",
-    "token_accounts",
+# Every table the ledger appends to or updates, children first (the chain's
+# one-row head is reset, not emptied).
+LEDGER_TABLES = tuple(
+    table.name
+    for table in reversed(Base.metadata.sorted_tables)
+    if table.name != "token_chain_head"
 )
 
 _containers: list[Any] = []  # a testcontainers PostgreSQL, started at most once

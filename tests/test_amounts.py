@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenledger.amounts import MAX_UNITS, format_amount, from_units, to_units
+from tokenledger.domain.amounts import MAX_UNITS, format_amount, from_units, to_units
 from tokenledger.errors import InvalidAmount, InvalidArgument
 
 ACCEPTED = [

@@ -27,7 +27,7 @@ from sqlalchemy import text
 
 from tokenledger import Ledger, migrations
 from tokenledger.chain import ZERO_ADDRESS, address_for, balances_from_transfers, verify_inclusion
-from tokenledger.demo import DemoConfig, run_demo
+from tokenledger.cli.demo import DemoConfig, run_demo
 from tokenledger.storage import create_engine
 
 HEAD = migrations.head()
@@ -325,15 +325,19 @@ def test_db_commands_migrate_only_when_asked(
 
 def test_stakes_list_and_expire(database_url: str, ledger: Ledger) -> None:
     ledger.create_account("carol", 500)
-    soon = datetime.now(UTC) + timedelta(hours=1)
+    soon = datetime.now(UTC) + timedelta(seconds=2)
     expiring = ledger.stake("carol", "120.5", "artifact_bid", "artifact", "a-1", expires_at=soon)
     released = ledger.stake("carol", 30, "bond")
     ledger.release(released.id, "bond_returned")
+    while datetime.now(UTC) <= soon + timedelta(milliseconds=10):
+        time.sleep(0.05)
 
+    # --now can only look earlier: nothing was due a minute before the expiry.
+    earlier = (soon - timedelta(minutes=1)).isoformat()
     open_only, every, nothing_due = run_many(
         ("stakes", "list", "carol", "--json"),
         ("stakes", "list", "carol", "--all"),
-        ("stakes", "expire"),
+        ("stakes", "expire", "--now", earlier),
         url=database_url,
     )
     assert [(s["id"], s["amount"], s["status"]) for s in json.loads(ok(open_only))] == [
@@ -345,10 +349,7 @@ def test_stakes_list_and_expire(database_url: str, ledger: Ledger) -> None:
     assert re.search(rf"\b{released.id}\b.*30\.000000.*released", table)
     assert ok(nothing_due) == "expired 0 stakes\n"
 
-    later = (soon + timedelta(minutes=1)).isoformat()
-    assert ok(run_cli("stakes", "expire", "--now", later, url=database_url)) == (
-        "expired 1 stake\n"
-    )
+    assert ok(run_cli("stakes", "expire", url=database_url)) == "expired 1 stake\n"
     assert ledger.get_stake(expiring.id).status == "expired"
     assert ledger.get_balance("carol") == 500
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -15,20 +16,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+import tokenledger.storage.posting
 from conftest import PostgresServer
 from tokenledger import Ledger, migrations
-from tokenledger.models import Base
 from tokenledger.storage import create_engine
+from tokenledger.storage.models import Base
 
 REPO = Path(__file__).resolve().parent.parent
-LEDGER_TABLES = {
-    "token_accounts",
-    "token_ledger",
-    "token_stakes",
-    "token_chain",
-    "token_chain_head",
-    "token_checkpoints",
-}
+LEDGER_TABLES = set(Base.metadata.tables)
 
 
 @pytest.fixture
@@ -269,3 +264,34 @@ def test_migrations_run_from_an_installed_wheel_without_a_checkout(tmp_path: Pat
     )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip() == migrations.head()
+
+
+# Every server function text a released revision installs, by file: never edited.
+# A changed function is a new file, a new function name and a new revision.
+RELEASED_FUNCTIONS = {
+    "post_entry_v1.sql": "c06459690e6d1d9dff17a184edf878c96be496717cde0e4c0b7964795054dca3",
+}
+
+
+def test_released_server_functions_never_change() -> None:
+    directory = Path(tokenledger.storage.posting.__file__).parent / "sql"
+    shipped = {path.name: path for path in directory.glob("*.sql")}
+    assert set(shipped) == set(RELEASED_FUNCTIONS), "pin every new .sql file here"
+    for name, digest in RELEASED_FUNCTIONS.items():
+        assert hashlib.sha256(shipped[name].read_bytes()).hexdigest() == digest, name
+
+
+def test_a_hosts_autogenerate_filter_keeps_off_the_ledgers_tables() -> None:
+    """``exclude_ledger_tables`` in a host's env.py: its tables in, the ledger's out."""
+    from sqlalchemy import Column, Integer, MetaData, Table  # noqa: PLC0415
+
+    host = Table("actor_reputation", MetaData(), Column("id", Integer, primary_key=True))
+    for name in migrations.LEDGER_TABLES:
+        assert migrations.exclude_ledger_tables(None, name, "table", True, None) is False
+        table = Base.metadata.tables.get(name)
+        if table is not None:  # an index or column of a ledger table is the ledger's too
+            for index in table.indexes:
+                assert not migrations.exclude_ledger_tables(index, index.name, "index", True, None)
+    assert migrations.exclude_ledger_tables(None, "actor_reputation", "table", True, None)
+    assert migrations.exclude_ledger_tables(host.c.id, "id", "column", True, None)
+    assert "alembic_version" not in migrations.LEDGER_TABLES  # the host's own version table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,12 +27,19 @@ from tokenledger import (
     LedgerError,
     Stake,
     StakeClosed,
+    StakeExpired,
     StakeNotFound,
 )
 from tokenledger.service.stakes import EXPIRY_BATCH
 
 D = Decimal
 FUTURE = datetime(2099, 1, 1, tzinfo=UTC)
+
+
+def wait_until_past(moment: datetime) -> None:
+    """Sleep until the clock (this machine's, which both backends use here) passes ``moment``."""
+    while (left := (moment - datetime.now(UTC)).total_seconds()) > -0.01:
+        time.sleep(max(left, 0) + 0.02)
 
 
 @pytest.fixture
@@ -156,30 +164,78 @@ def test_release_fee_can_be_paid_to_an_account(market: Ledger, engine: Engine) -
 
 
 def test_expire_releases_only_stakes_past_their_expiry(market: Ledger, engine: Engine) -> None:
-    soon = datetime.now(UTC) + timedelta(minutes=1)
+    soon = datetime.now(UTC) + timedelta(seconds=2)
     due = market.stake("alice", 10, "bid", expires_at=soon)
     later = market.stake("alice", 20, "bid", expires_at=FUTURE)
     never = market.stake("bob", 5, "bid")
+    assert market.expire_stakes() == 0  # nothing is due yet
+    wait_until_past(soon)
+    # A moment before the expiry expires nothing, one after it the due stake.
     assert market.expire_stakes(now=soon - timedelta(seconds=1)) == 0
-    assert market.expire_stakes(now=soon + timedelta(seconds=1)) == 1
+    assert market.expire_stakes(now=soon + timedelta(milliseconds=1)) == 1
     assert market.get_stake(due.id).status == "expired"
     assert market.get_stake(later.id).status == "open"
     assert market.get_stake(never.id).status == "open"
     assert _figures(market, "alice") == (D(80), D(20), D(100), D(0))
-    assert market.expire_stakes(now=FUTURE + timedelta(days=1)) == 1  # `never` never expires
-    assert market.get_stake(later.id).status == "expired"
-    assert market.expire_stakes(now=FUTURE + timedelta(days=2)) == 0
+    # A caller's clock cannot expire a stake early: the ledger's clock decides.
+    assert market.expire_stakes(now=FUTURE + timedelta(days=1)) == 0
+    assert market.get_stake(later.id).status == "open"
+    assert market.expire_stakes() == 0
     audit(engine)
 
 
 def test_expire_handles_more_stakes_than_one_batch(market: Ledger, engine: Engine) -> None:
     market.mint("alice", 1000, "more")
-    soon = datetime.now(UTC) + timedelta(minutes=1)
+    # Far enough ahead that a slow machine still stakes them all before it passes.
+    soon = datetime.now(UTC) + timedelta(seconds=4)
     for _ in range(EXPIRY_BATCH + 3):
         market.stake("alice", 1, "bid", expires_at=soon)
-    assert market.expire_stakes(now=soon + timedelta(seconds=1)) == EXPIRY_BATCH + 3
+    wait_until_past(soon)
+    assert market.expire_stakes() == EXPIRY_BATCH + 3
     assert market.get_account("alice").total_staked == 0
     audit(engine)
+
+
+def test_an_expired_stake_cannot_be_settled_but_can_be_released(
+    market: Ledger, engine: Engine, snapshot: Callable[[], object]
+) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    first = market.stake("alice", 10, "bid", expires_at=soon)
+    second = market.stake("alice", 5, "bid", expires_at=soon)
+    wait_until_past(soon)
+    before = snapshot()
+    for settle in (
+        lambda: market.settle(first.id, "bob", "won"),
+        lambda: market.settle(first.id, SYSTEM_ACCOUNT, "slash", amount=1),
+    ):
+        with pytest.raises(StakeExpired) as refused:
+            settle()
+        assert isinstance(refused.value, StakeClosed)
+        assert refused.value.stake_id == first.id
+    assert snapshot() == before  # refused before anything was written
+    released = market.release(first.id, "cancelled", fee=1)
+    assert (released.status, market.get_balance("alice")) == ("released", D(94))
+    assert market.expire_stakes() == 1  # the other one
+    assert market.get_stake(second.id).status == "expired"
+    assert _figures(market, "alice") == (D(99), D(0), D(100), D(1))
+    audit(engine)
+
+
+def test_a_keyed_stake_retried_after_its_expiry_returns_the_original(
+    market: Ledger, snapshot: Callable[[], object]
+) -> None:
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    first = market.stake("alice", 5, "bid", expires_at=soon, idempotency_key="short")
+    wait_until_past(soon)
+    before = snapshot()
+    assert market.stake("alice", 5, "bid", expires_at=soon, idempotency_key="short") == first
+    assert snapshot() == before
+    with pytest.raises(IdempotencyConflict):
+        market.stake("alice", 6, "bid", expires_at=soon, idempotency_key="short")
+    # An unkeyed stake with that expiry is refused: it is in the past.
+    with pytest.raises(InvalidArgument):
+        market.stake("alice", 5, "bid", expires_at=soon)
+    assert snapshot() == before
 
 
 def test_stake_idempotency(market: Ledger, snapshot: Callable[[], object]) -> None:
@@ -245,8 +301,8 @@ BAD_CALLS: list[tuple[str, Callable[[Ledger, Stake, Stake], object], type[Ledger
     ("get unknown stake", lambda lg, s, c: lg.get_stake(999_999), StakeNotFound),
     ("settle to unknown account", lambda lg, s, c: lg.settle(s.id, "nobody", "x"), AccountNotFound),
     ("settle to escrow", lambda lg, s, c: lg.settle(s.id, ESCROW_ACCOUNT, "x"), InvalidArgument),
-    ("settle bad stake id", lambda lg, s, c: lg.settle("1", "bob", "x"), InvalidArgument),  # type: ignore[arg-type]
-    ("settle stake id 0", lambda lg, s, c: lg.settle(0, "bob", "x"), InvalidArgument),
+    ("settle bad stake id", lambda lg, s, c: lg.settle("1", "bob", "x"), StakeNotFound),  # type: ignore[arg-type]
+    ("settle stake id 0", lambda lg, s, c: lg.settle(0, "bob", "x"), StakeNotFound),
     ("negative fee", lambda lg, s, c: lg.release(s.id, "x", fee=-1), InvalidAmount),
     (
         "fee larger than stake",
@@ -304,16 +360,29 @@ def test_bad_stake_calls_raise_and_write_nothing(
 
 @pytest.mark.postgresql
 def test_one_stake_resolves_exactly_once_under_racing_calls(pg_engine: Engine) -> None:
+    """Four resolutions race for one stake, 20 times: exactly one wins each race.
+
+    Half the stakes are still open (settle, slash and release race; expiry
+    finds nothing), half are past their expiry (release and expiry race;
+    settling is refused as expired).
+    """
     engine = pg_engine
     ledger = Ledger(engine)
     ledger.create_account("alice", 1000)
     ledger.create_account("bob", 0)
-    past_soon = datetime.now(UTC) + timedelta(seconds=2)
-    for _ in range(20):
-        stake = ledger.stake("alice", 10, "bid", expires_at=past_soon + timedelta(days=1))
+    soon = datetime.now(UTC) + timedelta(seconds=2)
+    open_stakes = [ledger.stake("alice", 10, "bid", expires_at=FUTURE) for _ in range(10)]
+    # A millisecond apart, so that each race can expire its own stake and no later one.
+    due_stakes = [
+        ledger.stake("alice", 10, "bid", expires_at=soon + timedelta(milliseconds=i))
+        for i in range(10)
+    ]
+    wait_until_past(due_stakes[-1].expires_at or soon)
+    for stake in [s for pair in zip(open_stakes, due_stakes, strict=True) for s in pair]:
         barrier = threading.Barrier(4)
         resolved: list[str] = []  # one item per call that resolved the stake
         closed: list[str] = []
+        due_by = stake.expires_at if stake.expires_at != FUTURE else soon - timedelta(days=1)
 
         def race(
             name: str,
@@ -336,7 +405,9 @@ def test_one_stake_resolves_exactly_once_under_racing_calls(pg_engine: Engine) -
             "settle": lambda s=stake.id: ledger.settle(s, "bob", "won"),
             "release": lambda s=stake.id: ledger.release(s, "cancel", fee=1),
             "slash": lambda s=stake.id: ledger.settle(s, SYSTEM_ACCOUNT, "slash", amount=3),
-            "expire": lambda: ledger.expire_stakes(now=past_soon + timedelta(days=2)),
+            # What was due by this stake's expiry: this stake and no later one (for an
+            # open stake, a moment when nothing was due).
+            "expire": lambda due_by=due_by: ledger.expire_stakes(now=due_by),
         }
         threads = [threading.Thread(target=race, args=item) for item in actions.items()]
         for t in threads:
@@ -345,6 +416,9 @@ def test_one_stake_resolves_exactly_once_under_racing_calls(pg_engine: Engine) -
             t.join()
         assert len(resolved) == 1, resolved
         assert set(resolved) | set(closed) | {"expire"} == set(actions)
+        if stake.expires_at is not None and stake.expires_at < FUTURE:
+            assert resolved[0] in {"release", "expire"}, resolved
+            assert {"settle", "slash"} <= set(closed)
         final = ledger.get_stake(stake.id).status
         expected_status = {"settle": "settled", "slash": "settled", "release": "released"}
         assert final == expected_status.get(resolved[0], "expired")
@@ -368,9 +442,6 @@ def test_many_workers_staking_and_resolving(pg_engine: Engine) -> None:
     owners = [f"agent-{i}" for i in range(5)]
     for owner in owners:
         ledger.create_account(owner, 200)
-    # Expired by the workers' explicit ``now``, not the clock: far enough ahead
-    # that a slow machine still stakes with it before it passes.
-    soon = datetime.now(UTC) + timedelta(minutes=10)
 
     def worker(seed: int) -> Counter[str]:
         rng = random.Random(seed)
@@ -380,7 +451,12 @@ def test_many_workers_staking_and_resolving(pg_engine: Engine) -> None:
             roll = rng.random()
             try:
                 if roll < 0.45 or not mine:
-                    expiry = soon if rng.random() < 0.3 else FUTURE
+                    # Some stakes expire while the workers run, some never.
+                    expiry = (
+                        datetime.now(UTC) + timedelta(seconds=rng.uniform(1, 3))
+                        if rng.random() < 0.3
+                        else FUTURE
+                    )
                     mine.append(
                         ledger.stake(
                             rng.choice(owners), rng.randint(1, 30), "bid", expires_at=expiry
@@ -398,7 +474,8 @@ def test_many_workers_staking_and_resolving(pg_engine: Engine) -> None:
                         mine.pop(rng.randrange(len(mine))), "cancel", fee=rng.choice([None, 1])
                     )
                 else:
-                    ledger.expire_stakes(now=soon + timedelta(seconds=1))
+                    ledger.expire_stakes()
+                    time.sleep(0.05)
                 seen["ok"] += 1
             except (InsufficientFunds, StakeClosed) as exc:
                 seen[type(exc).__name__] += 1
@@ -408,7 +485,8 @@ def test_many_workers_staking_and_resolving(pg_engine: Engine) -> None:
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         outcomes = sum(pool.map(worker, range(10)), Counter())
-    assert set(outcomes) <= {"ok", "InsufficientFunds", "StakeClosed", "InvalidAmount"}, outcomes
+    allowed = {"ok", "InsufficientFunds", "StakeClosed", "StakeExpired", "InvalidAmount"}
+    assert set(outcomes) <= allowed, outcomes
     assert outcomes["ok"] > 200
     audit(pooled)
     report = ledger.verify()

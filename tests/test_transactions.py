@@ -9,7 +9,7 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, select,
 from sqlalchemy.orm import Session
 
 from auditor import audit
-from tokenledger import InsufficientFunds, Ledger
+from tokenledger import InsufficientFunds, InvalidArgument, Ledger
 
 host_metadata = MetaData()
 settlements = Table(
@@ -143,8 +143,10 @@ def test_operations_join_the_hosts_orm_session(funded: Ledger, host_engine: Engi
 
 
 def test_using_refuses_an_engine(funded: Ledger, engine: Engine) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgument):
         funded.using(engine)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgument):
+        Ledger("sqlite://")  # type: ignore[arg-type]
 
 
 def test_reads_inside_a_transaction_see_its_writes(funded: Ledger) -> None:

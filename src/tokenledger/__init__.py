@@ -4,26 +4,47 @@
     >>> ledger = Ledger.from_url("sqlite:///economy.db")  # doctest: +SKIP
     >>> ledger.create_account("alice")                     # doctest: +SKIP
 
-See ``Ledger`` for the operations and ``tokenledger.errors`` for what they raise.
+See ``Ledger`` for the operations and ``tokenledger.errors`` for what they
+raise. The package's layers, top to bottom: the interfaces (``api``, ``cli``,
+``token_ledger``), ``service`` (the ``Ledger``), ``storage`` (transactions,
+the posting adapters, the repository) and ``schema`` (migrations), all over
+``domain`` (amounts, the books' arithmetic, records, errors, hashing).
 """
 
-from tokenledger.amounts import DECIMALS
-from tokenledger.constants import ESCROW_ACCOUNT, SYSTEM_ACCOUNT
-from tokenledger.errors import (
+from tokenledger.domain.amounts import DECIMALS
+from tokenledger.domain.constants import ESCROW_ACCOUNT, SYSTEM_ACCOUNT
+from tokenledger.domain.errors import (
     AccountExists,
     AccountNotFound,
     ConcurrencyConflict,
     EntryNotFound,
     IdempotencyConflict,
     InsufficientFunds,
+    InternalError,
     InvalidAmount,
     InvalidArgument,
     LedgerError,
+    NotSealed,
     StakeClosed,
+    StakeExpired,
     StakeNotFound,
     StorageError,
 )
-from tokenledger.records import Account, LedgerEntry, Problem, Stake, Transfer, VerifyReport
+from tokenledger.domain.records import (
+    Account,
+    Checkpoint,
+    Distribution,
+    Holder,
+    InclusionProof,
+    LedgerEntry,
+    Mismatch,
+    Problem,
+    Stake,
+    SupplyReport,
+    Transfer,
+    Velocity,
+    VerifyReport,
+)
 from tokenledger.service.ledger import Ledger
 
 __all__ = [
@@ -33,21 +54,31 @@ __all__ = [
     "Account",
     "AccountExists",
     "AccountNotFound",
+    "Checkpoint",
     "ConcurrencyConflict",
+    "Distribution",
     "EntryNotFound",
+    "Holder",
     "IdempotencyConflict",
+    "InclusionProof",
     "InsufficientFunds",
+    "InternalError",
     "InvalidAmount",
     "InvalidArgument",
     "Ledger",
     "LedgerEntry",
     "LedgerError",
+    "Mismatch",
+    "NotSealed",
     "Problem",
     "Stake",
     "StakeClosed",
+    "StakeExpired",
     "StakeNotFound",
     "StorageError",
+    "SupplyReport",
     "Transfer",
+    "Velocity",
     "VerifyReport",
 ]
 __version__ = "0.1.0"

@@ -1,33 +1,28 @@
-"""Run tokenledger's Alembic migrations from code, e.g. in a deploy pipeline.
+"""Run tokenledger's Alembic migrations from code (see ``tokenledger.schema.migrations``).
 
-The revisions ship inside the package, so this works from an installed wheel
-without a repository checkout::
-
-    from tokenledger import migrations
-    migrations.upgrade("postgresql+psycopg2://app@db/app")
-
-A host application with its own Alembic environment can keep its
-autogenerate away from the ledger's tables with :func:`exclude_ledger_tables`.
+from tokenledger import migrations
+migrations.upgrade("postgresql+psycopg2://app@db/app")
 """
 
-from __future__ import annotations
-
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import resources
-from typing import Any
-
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
-
-from tokenledger.models import Base
+from tokenledger.schema.migrations import (
+    DEFAULT_URL,
+    LEDGER_TABLES,
+    URL_ENV,
+    VERSION_TABLE,
+    alembic_config,
+    current,
+    downgrade,
+    exclude_ledger_tables,
+    head,
+    history,
+    include_object,
+    resolve_url,
+    upgrade,
+)
 
 __all__ = [
     "DEFAULT_URL",
+    "LEDGER_TABLES",
     "URL_ENV",
     "VERSION_TABLE",
     "alembic_config",
@@ -40,110 +35,3 @@ __all__ = [
     "resolve_url",
     "upgrade",
 ]
-
-VERSION_TABLE = "tokenledger_alembic_version"
-URL_ENV = "TOKENLEDGER_DATABASE_URL"
-DEFAULT_URL = "sqlite:///tokenledger.db"
-
-LEDGER_TABLES = frozenset(Base.metadata.tables) | {VERSION_TABLE}
-
-
-def resolve_url(url: str | None = None) -> str:
-    """The database URL: the one given, else ``$TOKENLEDGER_DATABASE_URL``, else SQLite."""
-    return url or os.environ.get(URL_ENV) or DEFAULT_URL
-
-
-def include_object(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """Alembic filter: only the ledger's own tables (and what hangs off them)."""
-    if type_ == "table":
-        return name in Base.metadata.tables
-    table = getattr(obj, "table", None)
-    return table is None or table.name in Base.metadata.tables
-
-
-def exclude_ledger_tables(
-    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
-) -> bool:
-    """For a host's ``env.py``: keep its autogenerate off tokenledger's tables."""
-    if type_ == "table":
-        return name not in LEDGER_TABLES
-    table = getattr(obj, "table", None)
-    return table is None or table.name not in LEDGER_TABLES
-
-
-def alembic_config(url: str | None = None) -> Config:
-    """An Alembic ``Config`` pointing at the revisions inside the package."""
-    config = Config()
-    config.set_main_option("script_location", str(resources.files("tokenledger") / "alembic"))
-    config.set_main_option("path_separator", "os")
-    if url is not None:
-        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
-
-
-def upgrade(target: str | Engine | Connection | None = None, revision: str = "head") -> None:
-    """Upgrade the ledger's schema to ``revision`` (default: the newest)."""
-    with _configured(target) as config:
-        command.upgrade(config, revision)
-
-
-def downgrade(target: str | Engine | Connection | None, revision: str) -> None:
-    """Downgrade the ledger's schema to ``revision`` (``"base"`` drops it all)."""
-    with _configured(target) as config:
-        command.downgrade(config, revision)
-
-
-def current(target: str | Engine | Connection | None = None) -> str | None:
-    """The revision the database is at, or ``None`` for an unmigrated database."""
-    from tokenledger.storage import create_engine  # noqa: PLC0415  (avoid an import cycle)
-
-    if isinstance(target, Connection):
-        return _current_of(target)
-    engine = target if isinstance(target, Engine) else create_engine(resolve_url(target))
-    try:
-        with engine.connect() as connection:
-            return _current_of(connection)
-    finally:
-        if not isinstance(target, Engine):
-            engine.dispose()
-
-
-def head() -> str:
-    """The newest revision shipped with this version of tokenledger."""
-    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if revision is None:  # pragma: no cover - the package always ships revisions
-        raise RuntimeError("tokenledger ships no migrations")
-    return revision
-
-
-def history() -> list[tuple[str, str | None, str]]:
-    """``(revision, down_revision, message)`` from the oldest to the newest."""
-    script = ScriptDirectory.from_config(alembic_config())
-    revisions = list(script.walk_revisions())
-    revisions.reverse()
-    return [
-        (r.revision, r.down_revision if isinstance(r.down_revision, str) else None, r.doc)
-        for r in revisions
-    ]
-
-
-def _current_of(connection: Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
-
-
-@contextmanager
-def _configured(target: str | Engine | Connection | None) -> Iterator[Config]:
-    if target is None or isinstance(target, str):
-        yield alembic_config(resolve_url(target))
-        return
-    config = alembic_config()
-    if isinstance(target, Connection):
-        config.attributes["connection"] = target
-        yield config
-        return
-    with target.begin() as connection:
-        config.attributes["connection"] = connection
-        yield config

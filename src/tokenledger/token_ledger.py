@@ -19,9 +19,9 @@ from decimal import Decimal
 
 from sqlalchemy import Engine
 
-from tokenledger.amounts import AmountInput
 from tokenledger.config import open_ledger
-from tokenledger.records import Account, LedgerEntry
+from tokenledger.domain.amounts import AmountInput
+from tokenledger.domain.records import Account, LedgerEntry
 from tokenledger.service.ledger import Ledger
 
 __all__ = [
@@ -42,7 +42,11 @@ _default: list[Ledger] = []  # at most one: the configured or lazily opened ledg
 
 
 def configure(url_or_engine: str | Engine) -> Ledger:
-    """Point the module's functions at a database (a URL or an existing engine)."""
+    """Point the module's functions at a database (a URL or an existing engine).
+
+    An engine passed in stays the caller's: a later ``configure`` or
+    ``reset`` forgets it but never disposes it.
+    """
     ledger = (
         Ledger(url_or_engine) if isinstance(url_or_engine, Engine) else open_ledger(url_or_engine)
     )
@@ -60,7 +64,7 @@ def get_ledger() -> Ledger:
 
 
 def reset() -> None:
-    """Forget the default ledger (closing the engine it opened itself)."""
+    """Forget the default ledger (closing the engine it opened itself, never a caller's)."""
     with _lock:
         _replace(None)
 

@@ -8,75 +8,24 @@ shares) are ``Decimal`` rounded half-even to six places.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy import Connection
 
-from tokenledger.amounts import from_units
-from tokenledger.errors import InvalidArgument
-from tokenledger.repository import analytics
+from tokenledger.domain import inputs
+from tokenledger.domain.amounts import from_units
+from tokenledger.domain.errors import InvalidArgument
+from tokenledger.domain.records import Distribution, Holder, SupplyReport, Velocity
 from tokenledger.service.core import LedgerCore
-from tokenledger.service.postings import now_after
-from tokenledger.service.unit_of_work import run_read
+from tokenledger.storage.repository import analytics
+from tokenledger.storage.transactions import run_read
 
-__all__ = [
-    "DEFAULT_WINDOW",
-    "AnalyticsOperations",
-    "Distribution",
-    "Holder",
-    "SupplyReport",
-    "Velocity",
-    "ratio",
-]
+__all__ = ["DEFAULT_WINDOW", "AnalyticsOperations", "ratio"]
 
 DEFAULT_WINDOW = timedelta(hours=24)
 PERCENTILES = (50, 90, 99)
 TOP_HOLDERS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Velocity:
-    """Token movement in a window: transfers between accounts over the supply."""
-
-    window_start: datetime
-    window_end: datetime
-    transfer_volume: Decimal
-    velocity: Decimal
-    minted: Decimal
-    burned: Decimal
-    staked: Decimal
-    entries: int
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    account_id: str
-    holdings: Decimal
-    share: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class Distribution:
-    """How holdings (balance + staked) spread over accounts."""
-
-    gini: Decimal
-    top_holders: list[Holder]
-    percentiles: dict[str, Decimal]
-
-
-@dataclass(frozen=True, slots=True)
-class SupplyReport:
-    total_supply: Decimal
-    minted: Decimal
-    burned: Decimal
-    circulating: Decimal
-    staked: Decimal
-    holders: int
-    accounts: int
-    velocity: Velocity
-    distribution: Distribution
 
 
 def ratio(numerator: int, denominator: int) -> Decimal:
@@ -99,14 +48,30 @@ class AnalyticsOperations(LedgerCore):
         self,
         window: timedelta = DEFAULT_WINDOW,
         *,
-        now: datetime | None = None,
+        now: datetime | str | None = None,
     ) -> SupplyReport:
-        """Supply, velocity over ``window`` (default 24 hours) and distribution."""
+        """Supply, velocity over ``window`` (default 24 hours) ending ``now``, and distribution.
+
+        ``now`` defaults to the ledger's clock; a datetime or ISO-8601 string
+        (naive means UTC).
+
+        Raises:
+            InvalidArgument: a window that is not a positive timedelta, a bad ``now``,
+                or a window reaching before the first representable time.
+        """
         if not isinstance(window, timedelta) or window <= timedelta(0):
             raise InvalidArgument("the velocity window must be a positive timedelta")
-        end = now_after() if now is None else now
-        start = end - window
-        return run_read(self._binding, lambda c: _report(c, start, end), snapshot=True)
+        given = None if now is None else inputs.moment(now, name="now")
+
+        def work(connection: Connection) -> SupplyReport:
+            end = given or analytics.now(connection)
+            try:
+                start = end - window
+            except OverflowError as exc:
+                raise InvalidArgument("the velocity window reaches before year 1") from exc
+            return _report(connection, start, end)
+
+        return run_read(self._binding, work, snapshot=True)
 
 
 def _report(connection: Connection, start: datetime, end: datetime) -> SupplyReport:

@@ -10,71 +10,39 @@ before they ran; ``verify`` only reads, and counts what is not sealed yet.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
-from tokenledger import inputs
-from tokenledger.amounts import format_amount
-from tokenledger.chain import (
-    ESCROW_ADDRESS,
-    address_for,
+from tokenledger.domain import inputs
+from tokenledger.domain.addresses import ESCROW_ADDRESS, address_for, to_chain_value
+from tokenledger.domain.amounts import format_amount
+from tokenledger.domain.constants import ESCROW_ACCOUNT
+from tokenledger.domain.errors import EntryNotFound, InvalidArgument, NotSealed
+from tokenledger.domain.hashing import (
     canonical_timestamp,
     entry_hash,
     inclusion_proof,
     merkle_root,
-    to_chain_value,
 )
-from tokenledger.constants import ESCROW_ACCOUNT
-from tokenledger.errors import EntryNotFound, InvalidArgument
-from tokenledger.records import LedgerEntry, VerifyReport
-from tokenledger.repository import accounts, chain, journal, stakes
-from tokenledger.service.core import LedgerCore
-from tokenledger.service.postings import Draft, entry_record, now_after
-from tokenledger.service.unit_of_work import run_read, run_write
+from tokenledger.domain.postings import Draft
+from tokenledger.domain.records import (
+    Checkpoint,
+    InclusionProof,
+    LedgerEntry,
+    Mismatch,
+    VerifyReport,
+    entry_from_row,
+)
+from tokenledger.service.core import LedgerCore, entry_to_find
 from tokenledger.service.verification import verify_books
+from tokenledger.storage.repository import accounts, chain, journal, stakes
+from tokenledger.storage.transactions import run_read, run_write, stream_read
 
-__all__ = ["SEAL_BATCH", "AuditOperations", "Checkpoint", "InclusionProof", "Mismatch"]
+__all__ = ["SEAL_BATCH", "AuditOperations", "transfer_record"]
 
 SEAL_BATCH = 5000  # entries linked per sealing transaction
-
-
-@dataclass(frozen=True, slots=True)
-class Checkpoint:
-    """A Merkle root over chain positions ``first_seq``..``last_seq``."""
-
-    id: int
-    first_seq: int
-    last_seq: int
-    merkle_root: str
-    chain_hash: str
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class InclusionProof:
-    """Everything ``tokenledger.chain.verify_inclusion`` needs, for one entry."""
-
-    entry_id: int
-    seq: int
-    entry_hash: str
-    checkpoint_id: int
-    index: int
-    size: int
-    path: list[str]
-    merkle_root: str
-
-
-@dataclass(frozen=True, slots=True)
-class Mismatch:
-    """One address whose on-chain balance differs from the ledger's."""
-
-    address: str
-    account_id: str | None
-    ledger_value: int
-    chain_value: int
 
 
 class AuditOperations(LedgerCore):
@@ -86,8 +54,14 @@ class AuditOperations(LedgerCore):
         The tokens go back the way they came; if the receiver no longer has
         them, ``InsufficientFunds``. Stake entries are resolved by
         ``settle``/``release``, not reversed.
+
+        Raises:
+            EntryNotFound: no such entry (whatever ``entry_id`` is).
+            InvalidArgument: the entry was already reversed, or belongs to a
+                stake; a blank reason.
+            InsufficientFunds: the receiver no longer holds the tokens.
         """
-        target = inputs.entry_id(entry_id)
+        target = entry_to_find(entry_id)
         why = inputs.reason(reason)
         note = inputs.memo(memo)
 
@@ -110,15 +84,15 @@ class AuditOperations(LedgerCore):
                 memo=note,
                 reverses_entry_id=target,
             )
-            posting = self._open_posting(connection, draft.accounts())
+            posting = self._lock(connection, draft.accounts()).posting()
             # Checked under the accounts' locks: a second reversal racing this
             # one waits for it, then finds it here.
             earlier = journal.reversal_of(connection, target)
             if earlier is not None:
                 raise InvalidArgument(f"entry {target} was already reversed by entry {earlier}")
             row = posting.add(draft)
-            (new_id,) = self._write_posting(connection, posting)
-            return entry_record(row, new_id)
+            (new_id,) = self._write(connection, posting)
+            return entry_from_row({**row, "id": new_id})
 
         return run_write(self._binding, work)
 
@@ -127,7 +101,11 @@ class AuditOperations(LedgerCore):
         return run_read(self._binding, verify_books, snapshot=True)
 
     def seal(self) -> int:
-        """Link every committed, unsealed entry into the hash chain; how many were linked."""
+        """Link every committed, unsealed entry into the hash chain; how many were linked.
+
+        Entries are linked in batches of ``SEAL_BATCH``, each its own
+        transaction: if a later batch fails, the earlier ones stay sealed.
+        """
         total = 0
         while True:
             sealed = run_write(self._binding, _seal_batch)
@@ -149,34 +127,36 @@ class AuditOperations(LedgerCore):
             if head.seq < first_seq:
                 return None
             hashes = chain.hashes(connection, first_seq, head.seq)
-            fields = {
-                "first_seq": first_seq,
-                "last_seq": head.seq,
-                "merkle_root": merkle_root(hashes),
-                "chain_hash": hashes[-1],
-                "created_at": now_after(),
-            }
-            return Checkpoint(id=chain.add_checkpoint(connection, **fields), **fields)
+            row = chain.add_checkpoint(
+                connection,
+                first_seq=first_seq,
+                last_seq=head.seq,
+                merkle_root=merkle_root(hashes),
+                chain_hash=hashes[-1],
+            )
+            return Checkpoint(**row._mapping)
 
         return run_write(self._binding, work)
 
     def prove_inclusion(self, entry_id: int) -> InclusionProof:
         """The Merkle proof that a checkpoint covers the entry.
 
-        Raises ``InvalidArgument`` while the entry is not yet sealed or not
-        yet under a checkpoint; run ``checkpoint()`` first.
+        Raises:
+            EntryNotFound: no such entry (whatever ``entry_id`` is).
+            NotSealed: the entry is not sealed, or not under a checkpoint,
+                yet; run ``checkpoint()`` first.
         """
-        target = inputs.entry_id(entry_id)
+        target = entry_to_find(entry_id)
 
         def work(connection: Connection) -> InclusionProof:
             if journal.get(connection, target) is None:
                 raise EntryNotFound(target)
             link = chain.link_of_entry(connection, target)
             if link is None:
-                raise InvalidArgument(f"entry {target} is not sealed yet")
+                raise NotSealed(target, "sealed")
             checkpoint = chain.checkpoint_covering(connection, link.seq)
             if checkpoint is None:
-                raise InvalidArgument(f"entry {target} is not under a checkpoint yet")
+                raise NotSealed(target, "under a checkpoint")
             hashes = chain.hashes(connection, checkpoint.first_seq, checkpoint.last_seq)
             index = link.seq - checkpoint.first_seq
             return InclusionProof(
@@ -197,15 +177,23 @@ class AuditOperations(LedgerCore):
 
         Seals first. Each record has ``from``/``to`` addresses, ``value``
         (18 decimals), ``timestamp``, ``hash`` (the transaction id) and the
-        ledger's own fields.
+        ledger's own fields. The connection is held while the iterator runs
+        and returned as soon as it is exhausted, closed or dropped.
+
+        Raises:
+            InvalidArgument: a bad ``since``.
+            StorageError: the database failed.
         """
         start = None if since is None else inputs.moment(since, name="since")
         self.seal()
-        with self._binding.read(snapshot=True) as connection:
+
+        def records(connection: Connection) -> Iterator[dict[str, Any]]:
             for link in chain.walk(connection):
                 if link.id is None or (start is not None and link.timestamp < start):
                     continue
                 yield transfer_record(link._mapping, link.seq, link.chain_hash)
+
+        return stream_read(self._binding, records)
 
     def reconcile(self, snapshot: Mapping[str, int]) -> list[Mismatch]:
         """Compare on-chain balances (address -> 18-decimal integer) with the ledger.
@@ -213,8 +201,12 @@ class AuditOperations(LedgerCore):
         An agent's on-chain balance is its available balance; the escrow
         address holds every open stake. Addresses absent from ``snapshot``
         count as zero. Nothing is written.
+
+        Raises:
+            InvalidArgument: an address that is not a string, or a balance that
+                is not an integer (``1.9`` is refused, never truncated).
         """
-        chain_values = {str(k).lower(): int(v) for k, v in snapshot.items()}
+        chain_values = _chain_values(snapshot)
 
         def work(connection: Connection) -> list[Mismatch]:
             expected: dict[str, tuple[str | None, int]] = {}
@@ -263,6 +255,21 @@ def transfer_record(entry: Mapping[Any, Any], seq: int, hash_: str) -> dict[str,
     }
 
 
+def _chain_values(snapshot: Mapping[str, int]) -> dict[str, int]:
+    if not isinstance(snapshot, Mapping):
+        raise InvalidArgument("a reconcile snapshot maps addresses to integer balances")
+    values: dict[str, int] = {}
+    for address, value in snapshot.items():
+        if not isinstance(address, str):
+            raise InvalidArgument(f"an address must be a string, got {address!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidArgument(
+                f"the balance of {address} must be an integer of 18 decimals, got {value!r}"
+            )
+        values[address.lower()] = value
+    return values
+
+
 def _seal_batch(connection: Connection) -> int:
     # The horizon first: once computed it stays true, and taking it before
     # the head's row lock keeps the sealer's own transaction out of it.
@@ -290,6 +297,5 @@ def _seal_batch(connection: Connection) -> int:
         hash_=previous,
         last_txid=rows[-1].writer_txid,
         last_entry_id=rows[-1].id,
-        now=now_after(),
     )
     return len(rows)

@@ -1,29 +1,41 @@
 """What every part of the ``Ledger`` shares: its binding and the write path.
 
-``LedgerCore`` holds how the ledger reaches the database (an engine, or a
-caller's connection or session) and the steps every write goes through:
-lock, compute a ``Posting``, append, save. ``Ledger`` (ledger.py) and its
-sibling operation sets (stakes.py, audit.py, analytics.py) build on it.
+``LedgerCore`` holds how the ledger reaches the database (a binding from
+``storage.transactions``: an engine, or a caller's connection or session)
+and the steps every write goes through. The service knows no dialect: it
+validates, builds a ``Draft`` or a ``Posting``, and hands it to the binding's
+poster (``storage.posting``), the one adapter per dialect that owns the SQL.
+
+``Ledger`` (ledger.py) and its sibling operation sets (stakes.py, audit.py,
+analytics.py, events.py) build on it through the protected methods below.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from sqlalchemy import Connection, Engine, Row
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session
 
-from tokenledger import inputs
-from tokenledger.amounts import AmountInput, to_units
-from tokenledger.books import Balances
-from tokenledger.errors import AccountNotFound, IdempotencyConflict, LedgerError, StorageError
-from tokenledger.records import LedgerEntry
-from tokenledger.repository import accounts, journal, single_entry
-from tokenledger.service.postings import Draft, Posting, entry_record, now_after
-from tokenledger.service.unit_of_work import (
+from tokenledger.domain import inputs
+from tokenledger.domain.amounts import AmountInput, to_units
+from tokenledger.domain.errors import (
+    ConcurrencyConflict,
+    EntryNotFound,
+    IdempotencyConflict,
+    InvalidArgument,
+    StakeNotFound,
+    StorageError,
+)
+from tokenledger.domain.postings import Draft, Locked, Posting
+from tokenledger.domain.records import LedgerEntry, entry_from_row
+from tokenledger.schema.migrations import ensure_embedded_schema
+from tokenledger.storage.engines import create_engine
+from tokenledger.storage.repository import journal
+from tokenledger.storage.transactions import (
     Binding,
     EngineBinding,
     IdempotencyKeyTaken,
@@ -32,14 +44,13 @@ from tokenledger.service.unit_of_work import (
     run_read,
     run_write,
 )
-from tokenledger.storage import create_engine
 
-__all__ = ["LedgerCore", "check_same_request"]
+__all__ = ["LedgerCore", "check_same_request", "entry_to_find", "stake_to_find"]
 
 T = TypeVar("T")
 R = TypeVar("R")
-Self = TypeVar("Self", bound="LedgerCore")
 
+# What a repeated keyed call must repeat for the ledger to answer with the first entry.
 _IDEMPOTENT_FIELDS = (
     "from_account",
     "to_account",
@@ -49,6 +60,8 @@ _IDEMPOTENT_FIELDS = (
     "reference_id",
     "memo",
 )
+
+Replay = Callable[[Connection, Sequence[Row[Any]]], T]
 
 
 class LedgerCore:
@@ -61,28 +74,61 @@ class LedgerCore:
     """
 
     def __init__(self, bind: Engine | Connection | Session) -> None:
+        """Bind a ledger to an engine (it runs its own transactions) or a caller's.
+
+        Raises:
+            InvalidArgument: a connection or session in autocommit, or ``bind``
+                is not an Engine, Connection or Session.
+        """
         self._binding: Binding = binding_for(bind)
         self._engine: Engine | None = bind if isinstance(bind, Engine) else None
-        self._dialect = (bind.get_bind() if isinstance(bind, Session) else bind).dialect.name
+        self._owns_engine = False
 
     @classmethod
-    def from_url(cls: type[Self], url: str, **engine_options: Any) -> Self:
-        """A ledger on a new engine for ``url`` (see ``tokenledger.storage.create_engine``)."""
-        return cls(create_engine(url, **engine_options))
+    def from_url(cls, url: str, **engine_options: Any) -> Self:
+        """A ledger on a new engine for ``url``, which it owns (``dispose`` closes it).
+
+        Nothing is opened here. An embedded SQLite database is created and
+        migrated at the first call, once, however many processes open it at
+        once (a failure is a ``StorageError`` of that call, and the next call
+        tries again); a PostgreSQL database is never migrated implicitly (the
+        deploy runs ``tokenledger db upgrade``). ``engine_options`` go to
+        ``tokenledger.storage.create_engine``.
+
+        Raises:
+            InvalidArgument: ``url`` is not a database URL tokenledger can open.
+            StorageError: its driver is not installed.
+        """
+        try:
+            engine = create_engine(url, **engine_options)
+        except ArgumentError as exc:
+            raise InvalidArgument(f"not a database URL tokenledger can open: {exc}") from exc
+        except ImportError as exc:
+            raise StorageError(f"the database driver is not installed: {exc}") from exc
+        ledger = cls(engine)
+        ledger._binding = EngineBinding(engine, first_use=lambda: ensure_embedded_schema(engine))
+        ledger._owns_engine = True
+        return ledger
 
     @property
     def engine(self) -> Engine | None:
         """The engine this ledger opens transactions on (``None`` when bound to a caller's)."""
         return self._engine
 
-    def using(self: Self, bind: Connection | Session) -> Self:
-        """This ledger working inside the caller's transaction, which it never commits."""
+    def using(self, bind: Connection | Session) -> Self:
+        """This ledger working inside the caller's transaction, which it never commits.
+
+        Raises:
+            InvalidArgument: the connection or session is in autocommit, so
+                there is no transaction to share; or ``bind`` is not a
+                Connection or Session.
+        """
         if not isinstance(bind, Connection | Session):
-            raise TypeError("using() takes a Connection or a Session")
+            raise InvalidArgument(f"using() takes a Connection or a Session, not {bind!r}")
         return type(self)(bind)
 
     @contextmanager
-    def transaction(self: Self) -> Iterator[Self]:
+    def transaction(self) -> Iterator[Self]:
         """Several calls, one transaction: all commit at the end of the block, or none.
 
         Deadlocks are not retried inside the block (the block's own code would
@@ -95,8 +141,11 @@ class LedgerCore:
             yield type(self)(connection)
 
     def dispose(self) -> None:
-        """Close the pooled connections of an engine this ledger created."""
-        if self._engine is not None:
+        """Close the pooled connections of an engine this ledger created (``from_url``).
+
+        An engine the host passed in is the host's: it is never disposed here.
+        """
+        if self._owns_engine and self._engine is not None:
             self._engine.dispose()
 
     # -- internals shared with the sibling modules --------------------------
@@ -111,8 +160,8 @@ class LedgerCore:
         reference_id: str | None,
         memo: str | None,
         idempotency_key: str | None,
-        **links: int | None,
     ) -> Draft:
+        """A validated entry between two parties already validated by the caller."""
         return Draft(
             from_account=sender,
             to_account=receiver,
@@ -122,131 +171,89 @@ class LedgerCore:
             reference_id=inputs.optional_text(reference_id, name="reference_id"),
             memo=inputs.memo(memo),
             idempotency_key=inputs.optional_text(idempotency_key, name="idempotency_key"),
-            **links,
         )
 
     def _post_one(self, draft: Draft) -> LedgerEntry:
-        """Write a single-entry operation (transfer, mint, burn) on the hot path."""
+        """Write a one-entry operation (transfer, mint, burn) through the poster's fast path."""
         key = draft.idempotency_key
-        parties = sorted(draft.accounts())
-        postgresql = self._dialect == "postgresql"
+        poster = self._binding.poster
 
         def replay(_: Connection, rows: Sequence[Row[Any]]) -> LedgerEntry:
             check_same_request(key or "", rows, draft)
-            return entry_record(rows[0])
+            return entry_from_row(rows[0]._mapping)
 
-        def work(cursor: Any) -> LedgerEntry | _Earlier:
-            if postgresql:
-                outcome = single_entry.post_postgresql(
-                    cursor,
-                    sender=draft.from_account,
-                    receiver=draft.to_account,
-                    amount=draft.amount,
-                    reason=draft.reason,
-                    reference_type=draft.reference_type,
-                    reference_id=draft.reference_id,
-                    memo=draft.memo,
-                    key=key,
-                )
-                if outcome.prior_id is not None:
-                    return _Earlier()
-                if outcome.entry_id is None:
-                    raise _refusal(draft, outcome.locked)
-                return entry_record(
-                    {
-                        **draft.as_row(),
-                        "timestamp": outcome.timestamp,
-                        "balance_after_from": outcome.balance_after_from,
-                        "balance_after_to": outcome.balance_after_to,
-                    },
-                    outcome.entry_id,
-                )
-            prior, locked = single_entry.lock_sqlite(cursor, parties, key)
-            if prior is not None:
-                return _Earlier()
-            posting = _posting_on(draft, locked)
-            row = posting.add(draft)
-            entry_id = single_entry.write_sqlite(cursor, row, posting.changed_books())
-            return entry_record(row, entry_id)
-
-        result = self._idempotent_write(work, key, replay, driver=True)
-        if isinstance(result, _Earlier):
-            return self._replay_key(key, replay)
-        return result
-
-    def _replay_key(
-        self, key: str | None, replay: Callable[[Connection, Sequence[Row[Any]]], T]
-    ) -> T:
-        if key is None:  # pragma: no cover - only keyed writes find an earlier entry
-            raise RuntimeError("an earlier entry was reported for a write without a key")
-        return run_read(self._binding, lambda c: replay(c, journal.by_idempotency_key(c, key)))
+        return self._idempotent_write(
+            lambda connection: poster.post_one(connection, draft),
+            key,
+            replay,
+            scope=poster.one_entry_scope,
+        )
 
     def _idempotent_write(
         self,
-        work: Callable[[Any], R],
+        work: Callable[[Connection], R],
         key: str | None,
-        replay: Callable[[Connection, Sequence[Row[Any]]], T],
+        replay: Replay[T],
         *,
-        driver: bool = False,
+        scope: Any = "transaction",
     ) -> R | T:
-        """Run ``work``; if a concurrent call won the race for ``key``, answer as it did."""
+        """Run ``work``; if an entry under ``key`` is already committed, answer as it did."""
         try:
-            return run_write(self._binding, work, idempotent=key is not None, driver=driver)
+            return run_write(self._binding, work, idempotent=key is not None, scope=scope)
         except IdempotencyKeyTaken:
             if key is None:  # only keyed writes can collide on a key
                 raise
-            return self._replay_key(key, replay)
+            return run_read(self._binding, lambda c: replay(c, journal.by_idempotency_key(c, key)))
 
-    @staticmethod
-    def _open_posting(connection: Connection, account_ids: set[str]) -> Posting:
-        """Lock the accounts (all must exist) and start a posting on their figures.
+    def _lock(self, connection: Connection, account_ids: set[str]) -> Locked:
+        """Lock the accounts an operation touches; their figures and the ledger's clock."""
+        return self._binding.poster.lock(connection, account_ids)
 
-        The posting's timestamp is now, but never before the last change of
-        any locked account, so an account's entries never go back in time.
-        """
-        locked = accounts.lock(connection, account_ids)
-        for account_id in sorted(account_ids):
-            if account_id not in locked:
-                raise AccountNotFound(account_id)
-        return Posting(
-            {account_id: accounts.balances_of(row) for account_id, row in locked.items()},
-            now_after(*(row.updated_at for row in locked.values())),
-        )
-
-    @staticmethod
-    def _write_posting(connection: Connection, posting: Posting) -> list[int]:
-        ids = journal.append(connection, posting.rows)
-        accounts.save(connection, posting.changed_books(), posting.timestamp)
-        return ids
+    def _write(self, connection: Connection, posting: Posting) -> list[int]:
+        """Append a posting's entries and save its figures; the entries' ids, in order."""
+        return self._binding.poster.write(connection, posting)
 
 
 def check_same_request(key: str, earlier: Sequence[Row[Any]], draft: Draft) -> None:
-    """Raise ``IdempotencyConflict`` unless ``draft`` repeats what ``earlier`` recorded."""
+    """Raise ``IdempotencyConflict`` unless ``draft`` repeats what ``earlier`` recorded.
+
+    Raises:
+        IdempotencyConflict: the key was used with other arguments.
+        ConcurrencyConflict: the entry under the key is committed but this
+            transaction cannot see it (a caller's REPEATABLE READ or
+            SERIALIZABLE snapshot older than that commit): retry the
+            transaction.
+    """
+    if not earlier:
+        raise ConcurrencyConflict(
+            f"an entry under idempotency key {key!r} was committed after this transaction's "
+            "snapshot was taken; retry the transaction"
+        )
     first = earlier[0]._mapping
     differing = [name for name in _IDEMPOTENT_FIELDS if first[name] != getattr(draft, name)]
     if differing:
         raise IdempotencyConflict(key, "differs in " + ", ".join(differing))
 
 
-class _Earlier:
-    """The hot path found an entry already written under the idempotency key."""
+def entry_to_find(value: object) -> int:
+    """An entry id to look up; a value that can name no entry is not found, not malformed.
+
+    Raises:
+        EntryNotFound: ``value`` is not a positive integer within BIGINT.
+    """
+    checked = inputs.row_id(value)
+    if checked is None:
+        raise EntryNotFound(value)
+    return checked
 
 
-def _posting_on(draft: Draft, locked: dict[str, tuple[Balances, datetime]]) -> Posting:
-    """A posting over figures the hot path read; every party must exist."""
-    for account_id in sorted(draft.accounts()):
-        if account_id not in locked:
-            raise AccountNotFound(account_id)
-    return Posting(
-        {account_id: figures for account_id, (figures, _) in locked.items()},
-        now_after(*(moment for _, moment in locked.values())),
-    )
+def stake_to_find(value: object) -> int:
+    """A stake id to look up; a value that can name no stake is not found, not malformed.
 
-
-def _refusal(draft: Draft, locked: dict[str, tuple[Balances, datetime]]) -> LedgerError:
-    """Why the database refused a one-entry write, from the figures it locked."""
-    try:
-        _posting_on(draft, locked).add(draft)
-    except LedgerError as exc:
-        return exc
-    return StorageError("the database refused the write but its figures allow it; retry")
+    Raises:
+        StakeNotFound: ``value`` is not a positive integer within BIGINT.
+    """
+    checked = inputs.row_id(value)
+    if checked is None:
+        raise StakeNotFound(value)
+    return checked

@@ -1,16 +1,21 @@
 """The ``Ledger`` service: where every token movement starts and ends.
 
-A write runs as one short transaction (``unit_of_work.run_write``):
+A write runs as one short transaction (``storage.transactions.run_write``):
 
 1. validate the arguments (nothing touches the database before that);
 2. if an idempotency key is given, return the entry already written under it;
-3. lock the accounts the write touches (``repository.accounts.lock``);
+3. lock the accounts the write touches and read them (the poster's ``lock``);
 4. compute the new figures and each entry's balances-after (``Posting``),
    refusing overdrafts and overflow;
-5. append the entries and save the account figures; commit.
+5. append the entries and save the account figures (the poster's ``write``); commit.
 
-Stakes, audit and analytics are sibling modules whose operations this class
-exposes; see ``stakes.py``, ``audit.py`` and ``analytics.py``.
+A transfer, mint or burn does all of that in the poster's ``post_one``: on
+PostgreSQL one server call (``storage/posting/postgres.py`` ->
+``sql/post_entry_v1.sql``), on SQLite a few statements under the write lock
+(``storage/posting/sqlite.py`` -> ``domain/postings.py``).
+
+Stakes, audit, analytics and events are sibling modules whose operations
+this class exposes; see ``stakes.py``, ``audit.py``, ``analytics.py``.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Row
 
-from tokenledger import inputs
-from tokenledger.amounts import AmountInput, from_units, to_units
-from tokenledger.books import Balances
-from tokenledger.constants import SYSTEM_ACCOUNT, is_reserved
-from tokenledger.errors import (
+from tokenledger.domain import inputs
+from tokenledger.domain.amounts import AmountInput, from_units, to_units
+from tokenledger.domain.books import Balances
+from tokenledger.domain.constants import SYSTEM_ACCOUNT, is_reserved
+from tokenledger.domain.errors import (
     AccountExists,
     AccountNotFound,
     EntryNotFound,
@@ -35,14 +40,20 @@ from tokenledger.errors import (
     InvalidArgument,
     LedgerError,
 )
-from tokenledger.records import Account, LedgerEntry, Transfer
-from tokenledger.repository import accounts, journal
+from tokenledger.domain.postings import Draft, Posting
+from tokenledger.domain.records import (
+    Account,
+    LedgerEntry,
+    Transfer,
+    account_from_row,
+    entry_from_row,
+)
 from tokenledger.service.analytics import AnalyticsOperations
 from tokenledger.service.audit import AuditOperations
-from tokenledger.service.core import check_same_request
-from tokenledger.service.postings import Draft, Posting, account_record, entry_record, now_after
+from tokenledger.service.core import check_same_request, entry_to_find
 from tokenledger.service.stakes import StakeOperations
-from tokenledger.service.unit_of_work import run_read, run_write
+from tokenledger.storage.repository import accounts, journal
+from tokenledger.storage.transactions import run_read, run_write
 
 __all__ = ["INITIAL_BALANCE_REASON", "MAX_BATCH", "Ledger"]
 
@@ -67,18 +78,24 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
     # -- accounts ---------------------------------------------------------
 
     def create_account(self, agent_id: str, initial_balance: AmountInput = 1000) -> Account:
-        """Open an account; a positive ``initial_balance`` is minted to it as an entry."""
+        """Open an account; a positive ``initial_balance`` is minted to it as an entry.
+
+        Raises:
+            InvalidArgument: a malformed or reserved id.
+            InvalidAmount: a negative or malformed initial balance.
+            AccountExists: the id is taken.
+        """
         account_id = inputs.user_account_id(agent_id)
         initial = to_units(initial_balance, allow_zero=True)
 
         def work(connection: Connection) -> Account:
-            created_at = now_after()
-            if not accounts.insert(connection, account_id, created_at):
+            created_at = accounts.insert(connection, account_id)
+            if created_at is None:
                 raise AccountExists(account_id)
             if initial:
                 posting = Posting({account_id: Balances()}, created_at)
                 posting.add(Draft(SYSTEM_ACCOUNT, account_id, initial, INITIAL_BALANCE_REASON))
-                self._write_posting(connection, posting)
+                self._write(connection, posting)
             amount = from_units(initial)
             zero = from_units(0)
             return Account(account_id, amount, amount, zero, zero, created_at, created_at)
@@ -86,14 +103,35 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         return run_write(self._binding, work)
 
     def get_account(self, agent_id: str) -> Account:
+        """The account row: its available balance, running totals and timestamps.
+
+        Raises:
+            AccountNotFound: no such account.
+        """
         account_id = inputs.account_id(agent_id)
         row = run_read(self._binding, lambda c: accounts.read(c, account_id))
         if row is None:
             raise AccountNotFound(account_id)
-        return account_record(row)
+        return account_from_row(row._mapping)
+
+    def list_accounts(self, *, after: str | None = None, limit: int | None = None) -> list[Account]:
+        """Accounts in id order, a page at a time: pass the last id of a page as ``after``.
+
+        Raises:
+            InvalidArgument: a malformed ``after`` or ``limit``.
+        """
+        cursor = None if after is None else inputs.account_id(after, name="after")
+        count = inputs.limit(limit)
+        rows = run_read(self._binding, lambda c: accounts.page(c, after=cursor, limit=count))
+        return [account_from_row(row._mapping) for row in rows]
 
     def get_balance(self, agent_id: str, as_of: datetime | str | None = None) -> Decimal:
-        """The available balance (staked tokens excluded), now or at ``as_of``."""
+        """The available balance (staked tokens excluded), now or at ``as_of``.
+
+        Raises:
+            AccountNotFound: no such account.
+            InvalidArgument: ``as_of`` is not a datetime or ISO-8601 string.
+        """
         account_id = inputs.account_id(agent_id)
         moment = None if as_of is None else inputs.moment(as_of, name="as_of")
 
@@ -126,11 +164,18 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         *,
         idempotency_key: str | None = None,
     ) -> LedgerEntry:
-        """Move tokens between two distinct existing accounts."""
-        sender = inputs.user_account_id(from_id, name="from account")
-        receiver = inputs.user_account_id(to_id, name="to account")
-        if sender == receiver:
-            raise InvalidArgument(f"cannot transfer from {sender!r} to itself")
+        """Move tokens between two distinct existing accounts.
+
+        Raises:
+            InvalidArgument: malformed or reserved ids, the same account twice,
+                a blank reason, texts too long.
+            InvalidAmount: not a positive amount of at most six decimals in range.
+            AccountNotFound: either account does not exist.
+            InsufficientFunds: the sender's available balance is short.
+            IdempotencyConflict: the key was used with other arguments.
+            StorageError: the database failed; with a key, retrying is safe.
+        """
+        sender, receiver = inputs.distinct_parties(from_id, to_id)
         draft = self._draft(
             sender, receiver, amount, reason, reference_type, reference_id, memo, idempotency_key
         )
@@ -147,7 +192,12 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         *,
         idempotency_key: str | None = None,
     ) -> LedgerEntry:
-        """Create new tokens from ``system`` into an account."""
+        """Create new tokens from ``system`` into an account.
+
+        Raises:
+            InvalidArgument, InvalidAmount, AccountNotFound, IdempotencyConflict,
+            StorageError: as for ``transfer``.
+        """
         receiver = inputs.user_account_id(to_id, name="to account")
         draft = self._draft(
             SYSTEM_ACCOUNT,
@@ -172,7 +222,12 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         *,
         idempotency_key: str | None = None,
     ) -> LedgerEntry:
-        """Destroy tokens from an account's available balance."""
+        """Destroy tokens from an account's available balance.
+
+        Raises:
+            InvalidArgument, InvalidAmount, AccountNotFound, InsufficientFunds,
+            IdempotencyConflict, StorageError: as for ``transfer``.
+        """
         sender = inputs.user_account_id(from_id, name="from account")
         draft = self._draft(
             sender,
@@ -197,8 +252,21 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         Idempotency keys are per item. A repeated batch whose every item has
         a key already used with the same arguments returns the original
         entries; a batch that mixes used and new keys is refused.
+
+        Raises:
+            InvalidArgument: a malformed item, more than ``MAX_BATCH`` items, a
+                key twice in the batch.
+            InvalidAmount, AccountNotFound, InsufficientFunds: an item is refused
+                (the exception's notes name it).
+            IdempotencyConflict: used keys with other arguments, or used and
+                new keys mixed.
         """
-        items = list(transfers)
+        try:
+            items = list(transfers)
+        except TypeError:
+            raise InvalidArgument(
+                f"a batch is an iterable of transfers, not {type(transfers).__name__}"
+            ) from None
         if len(items) > MAX_BATCH:
             raise InvalidArgument(f"a batch holds at most {MAX_BATCH} transfers, got {len(items)}")
         drafts = _each_noted(self._transfer_draft, items)
@@ -218,31 +286,31 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
                 check_same_request(
                     draft.idempotency_key or "", [earlier[draft.idempotency_key or ""]], draft
                 )
-            return [entry_record(earlier[d.idempotency_key or ""]) for d in drafts]
+            return [entry_from_row(earlier[d.idempotency_key or ""]._mapping) for d in drafts]
 
         def work(connection: Connection) -> list[LedgerEntry]:
             if keys and journal.by_idempotency_keys(connection, keys):
                 return replay(connection, ())
-            try:
-                posting = self._open_posting(
-                    connection, set().union(*(d.accounts() for d in drafts))
-                )
+            touched: set[str] = set().union(*(d.accounts() for d in drafts))
+            locked = self._lock(connection, touched)
+            try:  # an unknown account is named before any item's funds are checked
+                locked.require(*touched)
             except AccountNotFound as missing:
                 first = next(i for i, d in enumerate(drafts) if missing.account_id in d.accounts())
                 missing.add_note(f"in transfer {first} of the batch (counting from 0)")
                 raise
+            posting = locked.posting()
             _each_noted(posting.add, drafts)
-            ids = self._write_posting(connection, posting)
-            return [entry_record(row, i) for row, i in zip(posting.rows, ids, strict=True)]
+            ids = self._write(connection, posting)
+            return [
+                entry_from_row({**row, "id": i}) for row, i in zip(posting.rows, ids, strict=True)
+            ]
 
         return self._idempotent_write(work, keys[0] if keys else None, replay)
 
     def _transfer_draft(self, item: Transfer | Mapping[str, Any]) -> Draft:
         fields = _transfer_fields(item)
-        sender = inputs.user_account_id(fields["from_id"], name="from account")
-        receiver = inputs.user_account_id(fields["to_id"], name="to account")
-        if sender == receiver:
-            raise InvalidArgument(f"cannot transfer from {sender!r} to itself")
+        sender, receiver = inputs.distinct_parties(fields["from_id"], fields["to_id"])
         return self._draft(
             sender,
             receiver,
@@ -262,7 +330,12 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         since: datetime | str | None = None,
         limit: int | None = None,
     ) -> list[LedgerEntry]:
-        """Entries where the account is sender or receiver, newest first."""
+        """Entries where the account is sender or receiver, newest first.
+
+        Raises:
+            AccountNotFound: no such account.
+            InvalidArgument: a bad ``since`` or ``limit``.
+        """
         return self.list_entries(account=inputs.account_id(agent_id), since=since, limit=limit)
 
     def list_entries(
@@ -282,12 +355,16 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
         One account's pages never skip an entry. Pages of the whole journal
         follow entry ids, which concurrent writers on PostgreSQL may commit
         out of order: an entry committed during the walk with a lower id than
-        one already read is not shown (``export_chain`` gives a gap-free
-        order for sealed entries).
+        one already read is not shown (``events`` gives a gap-free order).
+
+        Raises:
+            AccountNotFound: no such account.
+            EntryNotFound: an unknown ``before``.
+            InvalidArgument: a bad ``since``, ``before`` or ``limit``.
         """
         account_id = None if account is None else inputs.account_id(account)
         start = None if since is None else inputs.moment(since, name="since")
-        cursor = None if before is None else inputs.entry_id(before, name="before")
+        cursor = None if before is None else inputs.positive_id(before, name="before")
         count = inputs.limit(limit)
 
         def work(connection: Connection) -> Sequence[Row[Any]]:
@@ -306,14 +383,20 @@ class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
                 raise AccountNotFound(account_id)
             return rows
 
-        return [entry_record(row) for row in run_read(self._binding, work)]
+        return [entry_from_row(row._mapping) for row in run_read(self._binding, work)]
 
     def get_entry(self, entry_id: int) -> LedgerEntry:
-        checked = inputs.entry_id(entry_id)
+        """One journal entry by id.
+
+        Raises:
+            EntryNotFound: no entry has this id (a string or an out-of-range
+                integer names none either).
+        """
+        checked = entry_to_find(entry_id)
         row = run_read(self._binding, lambda c: journal.get(c, checked))
         if row is None:
             raise EntryNotFound(checked)
-        return entry_record(row)
+        return entry_from_row(row._mapping)
 
 
 def _transfer_fields(item: Transfer | Mapping[str, Any]) -> dict[str, Any]:

@@ -23,12 +23,12 @@ from typing import Any
 
 from sqlalchemy import Connection, Row
 
-from tokenledger.amounts import format_amount
-from tokenledger.books import Balances, UnknownParty, apply_entry
-from tokenledger.chain import GENESIS_HASH, entry_hash, merkle_root
-from tokenledger.constants import ESCROW_ACCOUNT, SYSTEM_ACCOUNT, is_reserved
-from tokenledger.records import Problem, VerifyReport
-from tokenledger.repository import accounts, chain, journal, stakes
+from tokenledger.domain.amounts import format_amount
+from tokenledger.domain.books import Balances, UnknownParty, apply_entry
+from tokenledger.domain.constants import ESCROW_ACCOUNT, SYSTEM_ACCOUNT, is_reserved
+from tokenledger.domain.hashing import GENESIS_HASH, entry_hash, merkle_root
+from tokenledger.domain.records import Problem, VerifyReport
+from tokenledger.storage.repository import accounts, chain, journal, stakes
 
 __all__ = ["MAX_PROBLEMS", "verify_books"]
 

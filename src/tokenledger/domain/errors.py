@@ -1,0 +1,158 @@
+"""The errors a ledger call can raise.
+
+Every error derives from :class:`LedgerError`, and a call that raises one has
+changed nothing in the database::
+
+    LedgerError
+    ├── AccountNotFound          (also LookupError)
+    ├── AccountExists
+    ├── InsufficientFunds
+    ├── InvalidArgument          (also ValueError)
+    │   ├── InvalidAmount
+    │   └── NotSealed            the entry is not in the chain, or under a checkpoint, yet
+    ├── IdempotencyConflict
+    ├── StakeNotFound            (also LookupError)
+    ├── StakeClosed
+    │   └── StakeExpired         past its expiry: it can only be released or expired
+    ├── EntryNotFound            (also LookupError)
+    ├── InternalError            the ledger contradicted itself (a bug); nothing was written
+    └── StorageError             the database failed or could not be reached
+        └── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
+
+``StorageError`` is the one case where the outcome may be unknown to the
+caller: if the connection is lost while a COMMIT is in flight, the database may
+or may not have committed. Retrying with the same ``idempotency_key`` is
+always safe.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccountExists",
+    "AccountNotFound",
+    "ConcurrencyConflict",
+    "EntryNotFound",
+    "IdempotencyConflict",
+    "InsufficientFunds",
+    "InternalError",
+    "InvalidAmount",
+    "InvalidArgument",
+    "LedgerError",
+    "NotSealed",
+    "StakeClosed",
+    "StakeExpired",
+    "StakeNotFound",
+    "StorageError",
+]
+
+
+class LedgerError(Exception):
+    """Root of every error the ledger raises."""
+
+
+class AccountNotFound(LedgerError, LookupError):
+    """The account id names no account."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account not found: {account_id!r}")
+        self.account_id = account_id
+
+
+class AccountExists(LedgerError):
+    """``create_account`` was asked for an id that is already taken."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"account already exists: {account_id!r}")
+        self.account_id = account_id
+
+
+class InsufficientFunds(LedgerError):
+    """The available balance (staked tokens excluded) does not cover the debit."""
+
+    def __init__(self, account_id: str, available: object, requested: object) -> None:
+        super().__init__(
+            f"insufficient funds in {account_id!r}: available {available}, requested {requested}"
+        )
+        self.account_id = account_id
+        self.available = available
+        self.requested = requested
+
+
+class InvalidArgument(LedgerError, ValueError):
+    """A malformed or forbidden argument: bad ids, reserved ids, empty reason..."""
+
+
+class InvalidAmount(InvalidArgument):
+    """An amount that is not a positive number of at most six decimal places in range."""
+
+
+class NotSealed(InvalidArgument):
+    """The entry is not sealed into the chain, or not under a checkpoint, yet."""
+
+    def __init__(self, entry_id: int, what: str) -> None:
+        super().__init__(f"entry {entry_id} is not {what} yet")
+        self.entry_id = entry_id
+
+
+class IdempotencyConflict(LedgerError):
+    """An idempotency key was reused with different arguments."""
+
+    def __init__(self, key: str, detail: str) -> None:
+        super().__init__(f"idempotency key {key!r} was used with different arguments: {detail}")
+        self.key = key
+
+
+class StakeNotFound(LedgerError, LookupError):
+    """The stake id names no stake."""
+
+    def __init__(self, stake_id: object) -> None:
+        super().__init__(f"stake not found: {stake_id!r}")
+        self.stake_id = stake_id
+
+
+class StakeClosed(LedgerError):
+    """The stake was already settled, released or expired."""
+
+    def __init__(self, stake_id: int, status: str, message: str | None = None) -> None:
+        super().__init__(message or f"stake {stake_id} is already {status}")
+        self.stake_id = stake_id
+        self.status = status
+
+
+class StakeExpired(StakeClosed):
+    """The stake is past its expiry: it can no longer be settled, only released or expired."""
+
+    def __init__(self, stake_id: int, expires_at: object) -> None:
+        super().__init__(
+            stake_id,
+            "open",
+            f"stake {stake_id} expired at {expires_at}: it can only be released now",
+        )
+        self.expires_at = expires_at
+
+
+class EntryNotFound(LedgerError, LookupError):
+    """The entry id names no ledger entry."""
+
+    def __init__(self, entry_id: object) -> None:
+        super().__init__(f"ledger entry not found: {entry_id!r}")
+        self.entry_id = entry_id
+
+
+class InternalError(LedgerError):
+    """The ledger found a contradiction in itself: a bug to report. Nothing was written.
+
+    Raised, for one, when the database's posting rule and the Python one disagree
+    about the same figures.
+    """
+
+
+class StorageError(LedgerError):
+    """The database failed, timed out or could not be reached."""
+
+
+class ConcurrencyConflict(StorageError):
+    """A deadlock, serialization failure or lock timeout outlasted the retries.
+
+    Nothing was written; the call may be retried as it is.
+    """

@@ -1,0 +1,226 @@
+"""SQL for the sealed hash chain and its checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, text, tuple_, update
+
+from tokenledger.storage.dialect import clock, is_postgresql
+from tokenledger.storage.models import (
+    chain_head_table,
+    chain_table,
+    checkpoints_table,
+    journal_table,
+)
+from tokenledger.storage.repository.paging import keyset_pages
+
+__all__ = [
+    "add_checkpoint",
+    "all_checkpoints",
+    "append",
+    "checkpoint_covering",
+    "commit_horizon",
+    "hashes",
+    "last_checkpoint",
+    "link_of_entry",
+    "lock_head",
+    "move_head",
+    "read_head",
+    "unsealed",
+    "unsealed_everywhere",
+    "walk",
+]
+
+chain = chain_table
+head = chain_head_table
+checkpoints = checkpoints_table
+journal = journal_table
+_j = journal.c
+
+
+def lock_head(connection: Connection) -> Row[Any]:
+    """Lock the chain head: one sealer at a time extends the chain."""
+    return connection.execute(select(head).where(head.c.id == 1).with_for_update()).one()
+
+
+def read_head(connection: Connection) -> Row[Any]:
+    """The chain head, unlocked."""
+    return connection.execute(select(head).where(head.c.id == 1)).one()
+
+
+def commit_horizon(connection: Connection) -> int | None:
+    """A txid below which every writer of this database's entries is visible to this transaction.
+
+    PostgreSQL; ``None`` on SQLite, which has one writer at a time: the
+    sealer holds the write lock, so everything it sees is final.
+
+    Entries of writers below the horizon are committed and visible to the
+    statements that follow, or will never exist, so they can be sealed in
+    order without a later commit landing behind them. The snapshot taken
+    here is the oldest any later statement of this transaction can have (at
+    READ COMMITTED each statement takes a newer one; at REPEATABLE READ they
+    all share this one), so the horizon must be valid for it:
+
+    * a txid below the snapshot's ``xmin``, or below ``xmax`` and not in its
+      running list, has ended: visible if it committed;
+    * a txid in the running list is invisible to this snapshot, so the
+      horizon stops at it, unless it is seen right now running in another
+      database (or prepared there): it can never write this database's
+      journal. One that has ended since the snapshot may have been ours, so
+      it stops the horizon too (the next seal moves on);
+    * a transaction that begins later gets a txid at or above ``xmax``.
+
+    Only the transactions connected elsewhere are skipped, not all the
+    server's: an idle transaction in another database must not hold sealing
+    back, and a live view (``pg_locks``) must never move the horizon past a
+    commit the snapshot cannot see.
+    """
+    if not is_postgresql(connection):
+        return None
+    snapshot = connection.execute(text("SELECT txid_current_snapshot()::text")).scalar_one()
+    _, xmax, running = _parse_snapshot(snapshot)
+    if not running:
+        return xmax
+    elsewhere = set(
+        connection.execute(
+            text(
+                "SELECT l.transactionid::text::bigint FROM pg_locks AS l "
+                "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+                "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' "
+                "AND a.datname <> current_database() "
+                "UNION SELECT transaction::text::bigint FROM pg_prepared_xacts "
+                "WHERE database <> current_database()"
+            )
+        ).scalars()
+    )
+    # The lock table shows 32-bit xids; the snapshot's are 64-bit (epoch-extended).
+    return min((txid for txid in running if txid % 2**32 not in elsewhere), default=xmax)
+
+
+def _parse_snapshot(snapshot: str) -> tuple[int, int, list[int]]:
+    """``xmin:xmax:xip1,xip2,...`` (txid_snapshot's text form) as numbers."""
+    xmin, xmax, running = snapshot.split(":")
+    return int(xmin), int(xmax), [int(t) for t in running.split(",") if t]
+
+
+def unsealed(
+    connection: Connection,
+    *,
+    last_txid: int,
+    last_entry_id: int,
+    horizon: int | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """The next entries to seal, in sealing order (writer_txid, id).
+
+    Entries written before revision 0003, and every entry on SQLite, have
+    writer_txid 0: they come first, in id order.
+    """
+    rows: list[Row[Any]] = []
+    if last_txid == 0:
+        legacy = (
+            select(journal)
+            .where(_j.writer_txid == 0, _j.id > last_entry_id)
+            .order_by(_j.id)
+            .limit(limit)
+        )
+        rows.extend(connection.execute(legacy))
+        last_entry_id = 0
+    if horizon is None or len(rows) >= limit:
+        return rows
+    statement = (
+        select(journal)
+        .where(
+            _j.writer_txid > 0,
+            _j.writer_txid < horizon,
+            tuple_(_j.writer_txid, _j.id) > tuple_(last_txid, last_entry_id),
+        )
+        .order_by(_j.writer_txid, _j.id)
+        .limit(limit - len(rows))
+    )
+    rows.extend(connection.execute(statement))
+    return rows
+
+
+def unsealed_everywhere(connection: Connection) -> Iterator[Any]:
+    """Every entry not in the chain, wherever it sits (an anti-join, streamed)."""
+    statement = (
+        select(_j.id, _j.writer_txid)
+        .select_from(journal.outerjoin(chain, chain.c.entry_id == _j.id))
+        .where(chain.c.entry_id.is_(None))
+        .order_by(_j.id)
+        .execution_options(yield_per=5000)
+    )
+    yield from connection.execute(statement)
+
+
+def append(connection: Connection, links: Sequence[dict[str, Any]]) -> None:
+    if links:
+        connection.execute(insert(chain), list(links))
+
+
+def move_head(
+    connection: Connection,
+    *,
+    seq: int,
+    hash_: str,
+    last_txid: int,
+    last_entry_id: int,
+) -> None:
+    """Move the (locked) head to the last sealed entry."""
+    connection.execute(
+        update(head)
+        .where(head.c.id == 1)
+        .values(
+            seq=seq,
+            hash=hash_,
+            last_txid=last_txid,
+            last_entry_id=last_entry_id,
+            updated_at=clock(connection),
+        )
+    )
+
+
+def walk(connection: Connection) -> Iterator[Row[Any]]:
+    """Chain links joined to their entries, in seq order (entry columns NULL if it is gone)."""
+    statement = select(
+        chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.entry_id, journal
+    ).select_from(chain.outerjoin(journal, journal.c.id == chain.c.entry_id))
+    return keyset_pages(connection, statement, chain.c.seq, label="seq")
+
+
+def hashes(connection: Connection, first_seq: int, last_seq: int) -> list[str]:
+    statement = (
+        select(chain.c.hash)
+        .where(chain.c.seq >= first_seq, chain.c.seq <= last_seq)
+        .order_by(chain.c.seq)
+    )
+    return list(connection.execute(statement).scalars())
+
+
+def link_of_entry(connection: Connection, entry_id: int) -> Row[Any] | None:
+    return connection.execute(select(chain).where(chain.c.entry_id == entry_id)).first()
+
+
+def last_checkpoint(connection: Connection) -> Row[Any] | None:
+    return connection.execute(
+        select(checkpoints).order_by(checkpoints.c.last_seq.desc()).limit(1)
+    ).first()
+
+
+def add_checkpoint(connection: Connection, **fields: Any) -> Row[Any]:
+    """Store a checkpoint, dated by the ledger's clock; the stored row."""
+    statement = insert(checkpoints).values(**fields, created_at=clock(connection))
+    return connection.execute(statement.returning(checkpoints)).one()
+
+
+def all_checkpoints(connection: Connection) -> Sequence[Row[Any]]:
+    return connection.execute(select(checkpoints).order_by(checkpoints.c.first_seq)).all()
+
+
+def checkpoint_covering(connection: Connection, seq: int) -> Row[Any] | None:
+    return connection.execute(
+        select(checkpoints).where(checkpoints.c.first_seq <= seq, checkpoints.c.last_seq >= seq)
+    ).first()
