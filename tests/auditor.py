@@ -1,7 +1,7 @@
 """An independent auditor of the books, for tests.
 
 It reads the raw tables with plain SQL and replays the journal with its own
-arithmetic (not ``tokenledger.books``), so a bug in the library's replay
+arithmetic (not ``tokenledger.domain.books``), so a bug in the library's replay
 cannot hide a bug in its writes.
 """
 
