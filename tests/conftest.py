@@ -220,3 +220,31 @@ def snapshot(engine: Engine) -> Callable[[], dict[str, list[tuple[Any, ...]]]]:
             }
 
     return take
+
+
+@pytest.fixture
+def tamper(engine: Engine, backend: str) -> Callable[..., None]:
+    """Run raw SQL past the database's guards, as an attacker with database access would.
+
+    PostgreSQL: a superuser's ``session_replication_role = replica`` switches
+    triggers (the append-only guards, the digest triggers) and foreign keys off.
+    SQLite: whoever holds the file drops the triggers and foreign keys.
+    """
+
+    def run(statement: str, **params: Any) -> None:
+        with engine.connect() as connection:
+            if backend == "postgresql":
+                # A superuser can switch triggers (and foreign keys) off.
+                connection.execute(text("SET session_replication_role = replica"))
+            else:
+                connection.exec_driver_sql("PRAGMA foreign_keys = OFF")
+                for table in ("token_ledger", "token_chain", "token_checkpoints"):
+                    for event in ("update", "delete"):
+                        connection.exec_driver_sql(f"DROP TRIGGER IF EXISTS {table}_no_{event}")
+            connection.execute(text(statement), params)
+            connection.commit()
+            if backend == "postgresql":
+                connection.execute(text("SET session_replication_role = origin"))
+                connection.commit()
+
+    return run

@@ -13,10 +13,10 @@ from tokenledger.domain.hashing import CANONICAL_V1_KEYS, canonical_entry, entry
 from tokenledger.domain.postings import Draft
 from tokenledger.storage.models import journal_table
 from tokenledger.storage.posting import postgres, sqlite
-from tokenledger.storage.posting.postgres import function_sql
+from tokenledger.storage.posting.postgres import POST_ENTRY_SQL, function_sql
 
 # Columns of token_ledger that are the storage's bookkeeping, not the books.
-STORAGE_ONLY = {"writer_txid"}
+STORAGE_ONLY = {"writer_txid", "digest"}
 
 
 def test_the_table_holds_the_columns_and_nothing_else_of_the_books() -> None:
@@ -38,21 +38,24 @@ def test_the_http_entry_is_the_column_list_but_the_writers_retry_token() -> None
 
 
 def test_both_adapters_insert_every_written_column() -> None:
-    for statement in (sqlite._APPEND, postgres._append_sql(with_ids=False)):
+    for statement in (sqlite._APPEND, postgres._append_sql()):
         columns = re.search(r"INSERT INTO token_ledger \(([^)]*)\)", statement)
         assert columns is not None
         named = [c.strip() for c in columns.group(1).split(",")]
-        assert [c for c in named if c not in STORAGE_ONLY] == list(WRITTEN_COLUMNS)
+        # The id is written explicitly: the digest covers it.
+        assert [c for c in named if c not in STORAGE_ONLY] == ["id", *WRITTEN_COLUMNS]
+        assert "digest" in named
 
 
 def test_the_server_function_inserts_every_column_a_one_entry_write_has() -> None:
-    body = function_sql("post_entry_v1")
+    body = function_sql(POST_ENTRY_SQL)
     columns = re.search(r"INSERT INTO token_ledger \(([^)]*)\)", body, re.S)
     assert columns is not None
     named = [c.strip() for c in columns.group(1).split(",")]
     # A one-entry write has no stake and reverses nothing: those stay NULL.
     one_entry = [c for c in WRITTEN_COLUMNS if c not in {"stake_id", "reverses_entry_id"}]
-    assert [c for c in named if c not in STORAGE_ONLY] == one_entry
+    assert [c for c in named if c not in STORAGE_ONLY] == ["id", *one_entry]
+    assert "digest" in named
 
 
 def test_the_canonical_encoding_covers_every_column_and_is_unchanged() -> None:

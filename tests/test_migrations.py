@@ -94,8 +94,9 @@ def test_history_lists_the_revisions_in_order() -> None:
         "0002_stakes",
         "0003_audit_chain",
         "0004_post_entry_function",
+        "0005_tamper_evidence",
     ]
-    assert migrations.head() == "0004_post_entry_function"
+    assert migrations.head() == "0005_tamper_evidence"
 
 
 def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:
@@ -270,6 +271,8 @@ def test_migrations_run_from_an_installed_wheel_without_a_checkout(tmp_path: Pat
 # A changed function is a new file, a new function name and a new revision.
 RELEASED_FUNCTIONS = {
     "post_entry_v1.sql": "c06459690e6d1d9dff17a184edf878c96be496717cde0e4c0b7964795054dca3",
+    "post_entry_v2.sql": "b2b6882d90433da3f720f6a068afa6a87417f1513f02b5d79ff950c4570adbe6",
+    "digests_v2.sql": "fb13ad137e0804dfb1f9aaa34f37ba0c19fe722e135d57a2c2f09482cad6f23d",
 }
 
 

@@ -5,14 +5,16 @@ Python ``Posting`` (``domain/postings.py``) decide the same question: does
 an entry fit the figures of the accounts it touches? Here both are fed the
 same figures at the boundaries (the exact balance, an overdraft by one base
 unit, the storable maximum, a stake's last unit) and at random near them,
-and must agree on accepting or refusing, and on the balances after.
+and must agree on accepting or refusing, and on the balances after. The
+digests are written twice too (SQL on PostgreSQL, Python on SQLite and in
+``verify``): both must give one answer on any text.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,8 +25,9 @@ from tokenledger import InternalError, Ledger, LedgerError
 from tokenledger.domain.amounts import MAX_UNITS
 from tokenledger.domain.books import Balances
 from tokenledger.domain.constants import SYSTEM_ACCOUNT
+from tokenledger.domain.hashing import entry_digest, stake_digest
 from tokenledger.domain.postings import Draft, Posting
-from tokenledger.storage.posting.postgres import POST_ENTRY_FUNCTION, function_sql
+from tokenledger.storage.posting.postgres import POST_ENTRY_FUNCTION, POST_ENTRY_SQL, function_sql
 
 pytestmark = pytest.mark.postgresql
 
@@ -201,6 +204,81 @@ def test_a_disagreement_is_raised_loudly_and_writes_nothing(pg_engine: Engine) -
             ledger.transfer(A, B, 1, "fits easily")
     finally:
         with pg_engine.begin() as connection:
-            connection.exec_driver_sql(function_sql("post_entry_v1"))
+            connection.exec_driver_sql(function_sql(POST_ENTRY_SQL))
     assert (ledger.get_balance(A), ledger.get_balance(B)) == (10, 0)
     assert ledger.transfer(A, B, 1, "fits easily").amount == 1  # the real function is back
+
+
+# -- the digests: one encoding, computed in SQL and in Python -------------------------
+
+_texts = st.text(
+    alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]), max_size=40
+)
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    texts=st.tuples(*(st.none() | _texts for _ in range(5))),
+    numbers=st.tuples(*(st.none() | st.integers(0, MAX_UNITS) for _ in range(4))),
+    micros=st.integers(0, 10**12),
+)
+def test_the_server_and_python_compute_one_digest(
+    connection: Connection,
+    texts: tuple[str | None, ...],
+    numbers: tuple[int | None, ...],
+    micros: int,
+) -> None:
+    moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+    reason, reference_type, reference_id, memo, key = texts
+    after_from, after_to, stake_id, reverses = numbers
+    entry = {
+        "id": 7,
+        "timestamp": moment,
+        "from_account": "alice ☃ 'x'",
+        "to_account": 'b"ob\\',
+        "amount": 5,
+        "reason": reason or "r",
+        "reference_type": reference_type,
+        "reference_id": reference_id,
+        "memo": memo,
+        "balance_after_from": after_from,
+        "balance_after_to": after_to,
+        "idempotency_key": key,
+        "stake_id": stake_id,
+        "reverses_entry_id": reverses,
+        "writer_txid": micros,
+    }
+    server = connection.execute(
+        text(
+            "SELECT tokenledger_entry_digest_v2(:id, :timestamp, :from_account, :to_account, "
+            ":amount, :reason, :reference_type, :reference_id, :memo, :balance_after_from, "
+            ":balance_after_to, :idempotency_key, :stake_id, :reverses_entry_id, :writer_txid)"
+        ),
+        entry,
+    ).scalar_one()
+    assert server == entry_digest(entry)
+    stake = {
+        "id": 3,
+        "account_id": entry["from_account"],
+        "amount": 9,
+        "status": "open",
+        "reason": entry["reason"],
+        "reference_type": reference_type,
+        "reference_id": reference_id,
+        "memo": memo,
+        "expires_at": None if key is None else moment,
+        "created_at": moment,
+        "closed_at": None,
+    }
+    server_stake = connection.execute(
+        text(
+            "SELECT tokenledger_stake_digest_v1(:id, :account_id, :amount, :status, :reason, "
+            ":reference_type, :reference_id, :memo, :expires_at, :created_at, :closed_at)"
+        ),
+        stake,
+    ).scalar_one()
+    assert server_stake == stake_digest(stake)

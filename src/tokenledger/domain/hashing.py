@@ -4,6 +4,13 @@ Anyone holding an export can recompute them.
 
 * ``entry_hash(prev_hash, entry)``: SHA-256 over the previous hash and the
   entry's canonical encoding (version 1, below); the chain's links.
+* ``entry_digest(entry)``: SHA-256 of the entry's version-2 encoding (every
+  stored column, ``writer_txid`` included), written with the entry by the
+  same statement, so an entry is tamper-evident from the moment it commits;
+  ``stake_digest(stake)`` does the same for a stake row, rewritten when the
+  stake closes.
+* ``link_hash(prev_hash, digest)``: a chain link over a digested entry
+  (version 2); ``entry_hash`` links entries written before digests existed.
 * ``merkle_root`` / ``inclusion_proof`` / ``verify_inclusion``: RFC 6962
   Merkle trees over entry hashes, for checkpoints anchored outside the
   database.
@@ -15,6 +22,15 @@ Canonical encoding, version 1: the UTF-8 bytes of the JSON object with keys
 ``balance_after_to`` (integers or null), ``idempotency_key``, ``stake_id``,
 ``reverses_entry_id``; keys sorted, no whitespace, non-ASCII kept as is.
 Its bytes never change: every sealed chain must keep verifying.
+
+Encoding version 2 (digests): the bytes ``tokenledger/entry/v2`` and a
+newline, then for each column in ``ENTRY_DIGEST_COLUMNS`` order its value as
+text (integers in decimal, the timestamp as above, strings as they are),
+each written ``<UTF-8 byte length>:<text>``, or ``-`` for NULL. Length
+prefixes make it unambiguous without escaping, and PostgreSQL computes the
+same bytes in SQL (``storage/posting/sql/entry_digest_v2.sql``); stakes use
+``tokenledger/stake/v1`` and ``STAKE_DIGEST_COLUMNS`` the same way. Both are
+frozen like version 1: a change is a new version.
 """
 
 from __future__ import annotations
@@ -29,13 +45,19 @@ from tokenledger.domain.entries import ENTRY_COLUMNS
 
 __all__ = [
     "CANONICAL_V1_KEYS",
+    "DIGESTED_LINK",
     "ENCODING_VERSION",
+    "ENTRY_DIGEST_COLUMNS",
     "GENESIS_HASH",
+    "STAKE_DIGEST_COLUMNS",
     "canonical_entry",
     "canonical_timestamp",
+    "entry_digest",
     "entry_hash",
     "inclusion_proof",
+    "link_hash",
     "merkle_root",
+    "stake_digest",
     "verify_inclusion",
 ]
 
@@ -62,8 +84,62 @@ def canonical_entry(entry: Mapping[Any, Any]) -> bytes:
 
 
 def entry_hash(prev_hash: str, entry: Mapping[Any, Any]) -> str:
-    """SHA-256(previous hash bytes + canonical entry), as 64 hex digits."""
+    """SHA-256(previous hash bytes + canonical entry), as 64 hex digits (a version-1 link)."""
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical_entry(entry)).hexdigest()
+
+
+# -- digests (encoding version 2) ----------------------------------------------------
+
+# Every stored column of a journal row: the books' columns, then the storage's.
+ENTRY_DIGEST_COLUMNS: tuple[str, ...] = (*ENTRY_COLUMNS, "writer_txid")
+STAKE_DIGEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "account_id",
+    "amount",
+    "status",
+    "reason",
+    "reference_type",
+    "reference_id",
+    "memo",
+    "expires_at",
+    "created_at",
+    "closed_at",
+)
+_TIME_COLUMNS = frozenset({"timestamp", "expires_at", "created_at", "closed_at"})
+# The chain link of an entry that carries a digest (``token_chain.encoding``).
+DIGESTED_LINK = 2
+
+
+def _length_prefixed(tag: bytes, row: Mapping[Any, Any], columns: Sequence[str]) -> bytes:
+    parts = [tag, b"\n"]
+    for column in columns:
+        value = row[column]
+        if value is None:
+            parts.append(b"-")
+            continue
+        text = canonical_timestamp(value) if column in _TIME_COLUMNS else str(value)
+        data = text.encode("utf-8")
+        parts.append(b"%d:%s" % (len(data), data))
+    return b"".join(parts)
+
+
+def entry_digest(entry: Mapping[Any, Any]) -> str:
+    """SHA-256 of a journal row's version-2 encoding, as 64 hex digits."""
+    return hashlib.sha256(
+        _length_prefixed(b"tokenledger/entry/v2", entry, ENTRY_DIGEST_COLUMNS)
+    ).hexdigest()
+
+
+def stake_digest(stake: Mapping[Any, Any]) -> str:
+    """SHA-256 of a stake row's encoding (every column but the digest), as 64 hex digits."""
+    return hashlib.sha256(
+        _length_prefixed(b"tokenledger/stake/v1", stake, STAKE_DIGEST_COLUMNS)
+    ).hexdigest()
+
+
+def link_hash(prev_hash: str, digest: str) -> str:
+    """A version-2 chain link: SHA-256(previous hash bytes + the entry's digest bytes)."""
+    return hashlib.sha256(bytes.fromhex(prev_hash) + bytes.fromhex(digest)).hexdigest()
 
 
 # -- Merkle trees (RFC 6962, section 2.1) -------------------------------------

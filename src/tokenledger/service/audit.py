@@ -9,7 +9,8 @@ before they ran; ``verify`` only reads, and counts what is not sealed yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
@@ -21,9 +22,11 @@ from tokenledger.domain.amounts import format_amount
 from tokenledger.domain.constants import ESCROW_ACCOUNT
 from tokenledger.domain.errors import EntryNotFound, InvalidArgument, NotSealed
 from tokenledger.domain.hashing import (
+    DIGESTED_LINK,
     canonical_timestamp,
     entry_hash,
     inclusion_proof,
+    link_hash,
     merkle_root,
 )
 from tokenledger.domain.postings import Draft
@@ -36,7 +39,7 @@ from tokenledger.domain.records import (
     entry_from_row,
 )
 from tokenledger.service.core import LedgerCore, entry_to_find
-from tokenledger.service.verification import verify_books
+from tokenledger.service.verification import anchors_from, verify_books
 from tokenledger.storage.repository import accounts, chain, journal, stakes
 from tokenledger.storage.transactions import run_read, run_write, stream_read
 
@@ -96,9 +99,28 @@ class AuditOperations(LedgerCore):
 
         return run_write(self._binding, work)
 
-    def verify(self) -> VerifyReport:
-        """Check the whole books (see ``tokenledger.service.verification``)."""
-        return run_read(self._binding, verify_books, snapshot=True)
+    def verify(
+        self, anchor: Checkpoint | Mapping[str, Any] | Iterable[Any] | None = None
+    ) -> VerifyReport:
+        """Check the whole books (see ``tokenledger.service.verification``).
+
+        Args:
+            anchor: a checkpoint kept outside the database (a ``Checkpoint``,
+                or a mapping with ``last_seq``, ``chain_hash`` and
+                ``merkle_root``), or several: the report is not ok unless the
+                books extend each one. This is what proves a history that was
+                rewritten and re-sealed with the database's guards off.
+
+        Raises:
+            InvalidArgument: a malformed anchor.
+        """
+        anchors = anchors_from(anchor)
+        return run_read(self._binding, lambda c: verify_books(c, anchors), snapshot=True)
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint, or ``None`` before the first: the anchor to keep elsewhere."""
+        row = run_read(self._binding, chain.last_checkpoint)
+        return None if row is None else Checkpoint(**_checkpoint_fields(row))
 
     def seal(self) -> int:
         """Link every committed, unsealed entry into the hash chain; how many were linked.
@@ -134,7 +156,7 @@ class AuditOperations(LedgerCore):
                 merkle_root=merkle_root(hashes),
                 chain_hash=hashes[-1],
             )
-            return Checkpoint(**row._mapping)
+            return Checkpoint(**_checkpoint_fields(row))
 
         return run_write(self._binding, work)
 
@@ -255,6 +277,10 @@ def transfer_record(entry: Mapping[Any, Any], seq: int, hash_: str) -> dict[str,
     }
 
 
+def _checkpoint_fields(row: Any) -> dict[str, Any]:
+    return {f.name: row._mapping[f.name] for f in fields(Checkpoint)}
+
+
 def _chain_values(snapshot: Mapping[str, int]) -> dict[str, int]:
     if not isinstance(snapshot, Mapping):
         raise InvalidArgument("a reconcile snapshot maps addresses to integer balances")
@@ -288,8 +314,14 @@ def _seal_batch(connection: Connection) -> int:
     links = []
     for row in rows:
         seq += 1
-        previous = entry_hash(previous, row._mapping)
-        links.append({"seq": seq, "entry_id": row.id, "hash": previous})
+        # An entry with a digest is linked over it (version 2), which covers
+        # every stored column; one written before digests existed, over its
+        # version-1 encoding.
+        if row.digest is not None:
+            previous, encoding = link_hash(previous, row.digest), DIGESTED_LINK
+        else:
+            previous, encoding = entry_hash(previous, row._mapping), 1
+        links.append({"seq": seq, "entry_id": row.id, "hash": previous, "encoding": encoding})
     chain.append(connection, links)
     chain.move_head(
         connection,

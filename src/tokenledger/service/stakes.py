@@ -253,7 +253,7 @@ class StakeOperations(LedgerCore):
                 )
             self._write(connection, posting)
             for row in due:
-                stakes.close(connection, row.id, "expired", posting.timestamp)
+                stakes.close(connection, row, "expired", posting.timestamp)
             return len(due)
 
         total = 0
@@ -327,7 +327,7 @@ class StakeOperations(LedgerCore):
             if amount > 0:
                 posting.add(_escrow_draft(stake, to, amount, reason), stake_owner=stake.account_id)
         self._write(connection, posting)
-        stakes.close(connection, stake.id, status, posting.timestamp)
+        stakes.close(connection, stake, status, posting.timestamp)
         return replace(stake_from_row(stake._mapping), status=status, closed_at=posting.timestamp)
 
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -152,6 +153,9 @@ class EntryRow(Base):
     # (txid_current()); 0 on SQLite, whose writers are serial, and for rows
     # written before 0003. The chain sealer uses it to find a commit horizon.
     writer_txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    # Added by revision 0005: SHA-256 of every stored column above (encoding
+    # version 2), written with the entry; NULL for entries older than 0005.
+    digest: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("idx_ledger_from", "from_account", "timestamp", "id"),
@@ -204,6 +208,8 @@ class StakeRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Added by revision 0005: SHA-256 of the row's other columns, rewritten when it closes.
+    digest: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (
         Index("ix_token_stakes_account_id_status", "account_id", "status"),
@@ -235,6 +241,9 @@ class ChainRow(Base):
         BigInteger, ForeignKey("token_ledger.id"), nullable=False, unique=True
     )
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    # Added by revision 0005: 1, a link over the entry's canonical encoding
+    # version 1; 2, a link over its digest.
+    encoding: Mapped[int] = mapped_column(SmallInteger, nullable=False, server_default=text("1"))
 
 
 class ChainHeadRow(Base):
@@ -250,6 +259,10 @@ class ChainHeadRow(Base):
     last_txid: Mapped[int] = mapped_column(BigInteger, nullable=False)
     last_entry_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+    # Added by revision 0005: the last entry written before digests existed.
+    legacy_entries_to: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=text("0")
+    )
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
 

@@ -1,9 +1,10 @@
 """PostgreSQL: postings through arrays, one entry through one server-side call.
 
-One entry (transfer, mint, burn): ``tokenledger_post_entry_v1``
-(``sql/post_entry_v1.sql``, installed by revision 0004) locks the parties'
+One entry (transfer, mint, burn): ``tokenledger_post_entry_v2``
+(``sql/post_entry_v2.sql``, installed by revision 0005) locks the parties'
 rows in id order, checks the idempotency key, funds and range, writes both
-balances and appends the entry, with the server's clock. Run in autocommit,
+balances and appends the entry with its digest, with the server's clock.
+Run in autocommit,
 the whole transaction is one round trip. When a check fails it writes
 nothing and returns the locked figures, and this adapter runs the Python
 rule (``domain.postings``) over them to say exactly why; if the Python rule
@@ -13,8 +14,10 @@ would have accepted, the two rules disagree, which is a bug and raised as
 A posting (batches, stakes, reversals, account creation): the accounts are
 locked with one ``SELECT ... FOR UPDATE`` ordered by id (no two writers can
 deadlock), which also reads the server's clock; the entries go in with one
-``INSERT ... SELECT FROM unnest(...)`` and the figures with one ``UPDATE ...
-FROM unnest(...)``, each column sent as one array literal.
+``INSERT ... SELECT FROM unnest(...)``, each with the digest the same
+statement computes (``tokenledger_entry_digest_v2``, ``sql/digests_v2.sql``),
+and the figures with one ``UPDATE ... FROM unnest(...)``, each column sent
+as one array literal.
 """
 
 from __future__ import annotations
@@ -29,16 +32,18 @@ from sqlalchemy import Connection, func, select, text
 from tokenledger.domain.books import Balances
 from tokenledger.domain.entries import WRITTEN_COLUMNS
 from tokenledger.domain.errors import InternalError, LedgerError
+from tokenledger.domain.hashing import ENTRY_DIGEST_COLUMNS
 from tokenledger.domain.postings import Draft, Locked, Posting, not_before
 from tokenledger.domain.records import LedgerEntry, entry_from_row
 from tokenledger.storage.dialect import postgres_array
 from tokenledger.storage.models import accounts_table
 from tokenledger.storage.posting.port import IdempotencyKeyTaken, Scope
 
-__all__ = ["POST_ENTRY_FUNCTION", "PostgresPoster", "function_sql"]
+__all__ = ["POST_ENTRY_FUNCTION", "POST_ENTRY_SQL", "PostgresPoster", "function_sql"]
 
-# The one-entry function this adapter calls; its text is sql/<name>.sql.
-POST_ENTRY_FUNCTION = "tokenledger_post_entry_v1"
+# The one-entry function this adapter calls, and the file of its text (sql/*.sql).
+POST_ENTRY_SQL = "post_entry_v2"
+POST_ENTRY_FUNCTION = f"tokenledger_{POST_ENTRY_SQL}"
 
 _POST_ONE = (
     "SELECT entry_id, entry_time, after_from, after_to, prior_id, locked "
@@ -79,24 +84,31 @@ _ARRAY_TYPES = {
 }
 
 
-def _append_sql(with_ids: bool) -> str:
-    columns = (["id"] if with_ids else []) + list(WRITTEN_COLUMNS)
-    arrays = ", ".join(
-        f"CAST(:{c} AS {'bigint' if c == 'id' else _ARRAY_TYPES[c]}[])" for c in columns
-    )
-    returning = "" if with_ids else " RETURNING id"
+def _append_sql() -> str:
+    """Entries from one array per column, each with the digest computed by this statement.
+
+    An entry whose id is NULL takes the next from the sequence; the digest
+    covers the id and the writer's transaction id, so both are settled in the
+    inner query before it is computed.
+    """
+    columns = ", ".join(WRITTEN_COLUMNS)
+    arrays = ", ".join(f"CAST(:{c} AS {_ARRAY_TYPES[c]}[])" for c in WRITTEN_COLUMNS)
+    digest_of = ", ".join(f"w.{c}" for c in ENTRY_DIGEST_COLUMNS)
     return (
-        f"INSERT INTO token_ledger ({', '.join(columns)}, writer_txid) "
-        f"SELECT {', '.join(f'v.{c}' for c in columns)}, txid_current() "
-        f"FROM unnest({arrays}) AS v({', '.join(columns)}){returning}"
+        f"INSERT INTO token_ledger (id, {columns}, writer_txid, digest) "
+        f"SELECT w.id, {', '.join(f'w.{c}' for c in WRITTEN_COLUMNS)}, w.writer_txid, "
+        f"tokenledger_entry_digest_v2({digest_of}) "
+        f"FROM (SELECT coalesce(v.id, nextval('token_ledger_id_seq'::regclass)) AS id, "
+        f"{', '.join(f'v.{c}' for c in WRITTEN_COLUMNS)}, txid_current() AS writer_txid "
+        f"FROM unnest(CAST(:id AS bigint[]), {arrays}) AS v(id, {columns})) AS w "
+        "RETURNING id"
     )
 
 
-# One entry takes its id from the sequence; several have theirs reserved
-# first, in increasing order, so that ids follow the order in which their
-# balances were computed (the order ``verify`` replays them in).
-_APPEND_ONE = text(_append_sql(with_ids=False))
-_APPEND_MANY = text(_append_sql(with_ids=True))
+# One entry takes its id from the sequence in the statement; several have
+# theirs reserved first, in increasing order, so that ids follow the order in
+# which their balances were computed (the order ``verify`` replays them in).
+_APPEND = text(_append_sql())
 _RESERVE_IDS = text(
     "SELECT nextval(pg_get_serial_sequence('token_ledger', 'id')) FROM generate_series(1, :n)"
 )
@@ -139,10 +151,10 @@ class PostgresPoster:
         rows = posting.rows
         columns = {c: postgres_array(row[c] for row in rows) for c in WRITTEN_COLUMNS}
         if len(rows) == 1:
-            ids = [connection.execute(_APPEND_ONE, columns).scalar_one()]
+            ids = [connection.execute(_APPEND, {"id": "{NULL}", **columns}).scalar_one()]
         else:
             ids = sorted(connection.execute(_RESERVE_IDS, {"n": len(rows)}).scalars())
-            connection.execute(_APPEND_MANY, {"id": postgres_array(ids), **columns})
+            connection.execute(_APPEND, {"id": postgres_array(ids), **columns})
         changed = posting.changed_books()
         if changed:
             figures = list(changed.values())

@@ -4,7 +4,8 @@ Every write transaction already holds the database's write lock (``BEGIN
 IMMEDIATE``, see ``storage.transactions``), so the accounts read here cannot
 change before the transaction ends: the checks run in Python
 (``domain.postings``) between the read and the writes. The clock is the
-embedding process's. The statements are plain SQL with ``?`` parameters,
+embedding process's. Each entry's digest (``domain.hashing.entry_digest``)
+is computed here and written by the same INSERT. The statements are plain SQL with ``?`` parameters,
 sent through SQLAlchemy's ``Connection`` (so engine events see them) but
 below its compiler, which would otherwise be a large share of a write that
 costs a few hundred microseconds.
@@ -20,6 +21,7 @@ from sqlalchemy import Connection
 
 from tokenledger.domain.books import Balances
 from tokenledger.domain.entries import WRITTEN_COLUMNS
+from tokenledger.domain.hashing import entry_digest
 from tokenledger.domain.postings import Draft, Locked, Posting, not_before
 from tokenledger.domain.records import LedgerEntry, entry_from_row
 from tokenledger.storage.dialect import clock_now
@@ -30,12 +32,8 @@ __all__ = ["SqlitePoster", "sqlite_timestamp"]
 _FIGURES = "account_id, balance, total_earned, total_spent, total_staked, updated_at"
 _PRIOR = "SELECT id FROM token_ledger WHERE idempotency_key = ?"
 _APPEND = (
-    f"INSERT INTO token_ledger ({', '.join(WRITTEN_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in WRITTEN_COLUMNS)})"
-)
-_APPEND_WITH_ID = (
-    f"INSERT INTO token_ledger (id, {', '.join(WRITTEN_COLUMNS)}) "
-    f"VALUES (?, {', '.join('?' for _ in WRITTEN_COLUMNS)})"
+    f"INSERT INTO token_ledger (id, {', '.join(WRITTEN_COLUMNS)}, digest) "
+    f"VALUES (?, {', '.join('?' for _ in WRITTEN_COLUMNS)}, ?)"
 )
 _LAST_ID = "SELECT coalesce(max(id), 0) FROM token_ledger"
 _SAVE = (
@@ -77,20 +75,21 @@ class SqlitePoster:
 
     def write(self, connection: Connection, posting: Posting) -> list[int]:
         rows = posting.rows
-        if len(rows) == 1:
-            values = tuple(_stored(rows[0], c) for c in WRITTEN_COLUMNS)
-            ids = [int(connection.exec_driver_sql(_APPEND, values).lastrowid)]
-        else:
-            # The transaction holds the write lock: nobody else can take these ids.
-            top = int(connection.exec_driver_sql(_LAST_ID).scalar_one())
-            ids = list(range(top + 1, top + 1 + len(rows)))
-            connection.exec_driver_sql(
-                _APPEND_WITH_ID,
-                [
-                    (entry_id, *(_stored(row, c) for c in WRITTEN_COLUMNS))
-                    for entry_id, row in zip(ids, rows, strict=True)
-                ],
+        # The transaction holds the write lock: nobody else can take these ids.
+        # They are known before the INSERT because the digest covers them.
+        top = int(connection.exec_driver_sql(_LAST_ID).scalar_one())
+        ids = list(range(top + 1, top + 1 + len(rows)))
+        values = []
+        for entry_id, row in zip(ids, rows, strict=True):
+            stored = {**row, "id": entry_id, "writer_txid": 0}  # writers are serial here
+            values.append(
+                (
+                    entry_id,
+                    *(_stored(row, c) for c in WRITTEN_COLUMNS),
+                    entry_digest(stored),
+                )
             )
+        connection.exec_driver_sql(_APPEND, values[0] if len(values) == 1 else values)
         changed = posting.changed_books()
         if changed:
             stamp = sqlite_timestamp(posting.timestamp)

@@ -21,6 +21,7 @@ __all__ = [
     "all_checkpoints",
     "append",
     "checkpoint_covering",
+    "checkpoint_ending",
     "commit_horizon",
     "hashes",
     "last_checkpoint",
@@ -186,7 +187,7 @@ def move_head(
 def walk(connection: Connection) -> Iterator[Row[Any]]:
     """Chain links joined to their entries, in seq order (entry columns NULL if it is gone)."""
     statement = select(
-        chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.entry_id, journal
+        chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.encoding, chain.c.entry_id, journal
     ).select_from(chain.outerjoin(journal, journal.c.id == chain.c.entry_id))
     return keyset_pages(connection, statement, chain.c.seq, label="seq")
 
@@ -220,7 +221,13 @@ def all_checkpoints(connection: Connection) -> Sequence[Row[Any]]:
     return connection.execute(select(checkpoints).order_by(checkpoints.c.first_seq)).all()
 
 
+def checkpoint_ending(connection: Connection, seq: int) -> Row[Any] | None:
+    """The checkpoint whose range ends at chain position ``seq``, if any."""
+    return connection.execute(select(checkpoints).where(checkpoints.c.last_seq == seq)).first()
+
+
 def checkpoint_covering(connection: Connection, seq: int) -> Row[Any] | None:
+    """The checkpoint whose range holds chain position ``seq``, if any."""
     return connection.execute(
         select(checkpoints).where(checkpoints.c.first_seq <= seq, checkpoints.c.last_seq >= seq)
     ).first()

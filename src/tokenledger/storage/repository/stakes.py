@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import BigInteger, Connection, Row, bindparam, func, insert, select, update
 
+from tokenledger.domain.hashing import stake_digest
 from tokenledger.storage.dialect import clock, is_postgresql
 from tokenledger.storage.models import stakes_table
 from tokenledger.storage.repository.paging import keyset_pages
@@ -32,9 +33,17 @@ StakeRecord = Row[Any]
 
 
 def open_stake(connection: Connection, **fields: Any) -> int:
-    """Insert an open stake; its id."""
+    """Insert an open stake, with its digest; its id.
+
+    PostgreSQL writes the digest with a trigger (revision 0005); SQLite
+    cannot compute SHA-256 in SQL, so it is written here, once the id is known.
+    """
     statement = insert(stakes).values(status="open", **fields).returning(_c.id)
-    return int(connection.execute(statement).scalar_one())
+    stake_id = int(connection.execute(statement).scalar_one())
+    if not is_postgresql(connection):
+        row = {**fields, "id": stake_id, "status": "open", "closed_at": None}
+        _write_digest(connection, stake_id, row)
+    return stake_id
 
 
 def lock(connection: Connection, stake_ids: Iterable[int]) -> dict[int, StakeRecord]:
@@ -69,13 +78,20 @@ def lock_expired(
     return connection.execute(statement).all()
 
 
-def close(connection: Connection, stake_id: int, status: str, closed_at: datetime) -> None:
-    """Mark an open stake settled, released or expired."""
+def close(connection: Connection, stake: StakeRecord, status: str, closed_at: datetime) -> None:
+    """Mark a locked open stake settled, released or expired, and rewrite its digest."""
     connection.execute(
         update(stakes)
-        .where(_c.id == stake_id, _c.status == "open")
+        .where(_c.id == stake.id, _c.status == "open")
         .values(status=status, closed_at=closed_at)
     )
+    if not is_postgresql(connection):  # PostgreSQL's trigger rewrites it
+        row = {**stake._mapping, "status": status, "closed_at": closed_at}
+        _write_digest(connection, stake.id, row)
+
+
+def _write_digest(connection: Connection, stake_id: int, row: dict[str, Any]) -> None:
+    connection.execute(update(stakes).where(_c.id == stake_id).values(digest=stake_digest(row)))
 
 
 _get = select(stakes).where(_c.id == bindparam("stake_id", type_=BigInteger()))
