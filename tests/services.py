@@ -11,6 +11,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,7 +23,14 @@ from sqlalchemy.engine import make_url
 
 REQUIRE_ENV = "TOKENLEDGER_TEST_REQUIRE_POSTGRES"
 
-__all__ = ["free_port", "pgbouncer", "require_binary", "wait_for_port"]
+__all__ = [
+    "free_port",
+    "ledger_server",
+    "pgbouncer",
+    "require_binary",
+    "through",
+    "wait_for_port",
+]
 
 
 def free_port() -> int:
@@ -125,3 +133,22 @@ def through(url: str, port: int, driver: str | None = None) -> str:
     if driver is not None:
         parsed = parsed.set(drivername=f"postgresql+{driver}")
     return parsed.render_as_string(hide_password=False)
+
+
+@contextmanager
+def ledger_server(database_url: str, cwd: Path) -> Iterator[int]:
+    """A real ``tokenledger serve`` process on a free loopback port; yields the port."""
+    port = free_port()
+    command = [sys.executable, "-m", "tokenledger.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--url", database_url],
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, timeout=30, process=process)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=15)

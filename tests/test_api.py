@@ -715,6 +715,8 @@ def test_openapi_describes_every_endpoint(client: TestClient) -> None:
         "/api/token/supply",
         "/api/token/ledger",
         "/api/token/stakes",
+        "/api/token/events",
+        "/api/token/events/stream",
     }
 
     def parameters(path: str) -> dict[str, dict[str, Any]]:

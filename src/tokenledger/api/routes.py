@@ -1,11 +1,19 @@
-"""The ``/api/token`` endpoints: reads over a ``Ledger``, no writes, no locks."""
+"""The ``/api/token`` endpoints: reads over a ``Ledger``, no writes, no locks.
+
+The event feed's endpoints may seal the chain first (``Ledger.events``), the
+one write any of them causes: it is what puts committed entries in order.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from tokenledger.api.errors import (
     BAD_INPUT,
@@ -15,12 +23,17 @@ from tokenledger.api.errors import (
     route_class,
 )
 from tokenledger.api.schemas import (
+    ACCOUNT_ID_PATTERN,
+    DEFAULT_EVENTS,
     DEFAULT_LIMIT,
     DEFAULT_WINDOW_HOURS,
     MAX_MOMENT_LENGTH,
     AccountOut,
+    ChainPosition,
     EntryCursor,
     EntryOut,
+    EventOut,
+    EventsPageOut,
     LedgerPageOut,
     Limit,
     StakeOut,
@@ -32,9 +45,14 @@ from tokenledger.api.schemas import (
 from tokenledger.domain.constants import MAX_ID_LENGTH
 from tokenledger.service.ledger import Ledger
 
-__all__ = ["PREFIX", "create_router"]
+__all__ = ["HEARTBEAT_SECONDS", "PREFIX", "create_router"]
 
 PREFIX = "/api/token"
+# A stream with nothing to send says so this often (a comment line), so that
+# proxies keep it open; it looks for new events (and for a client that went
+# away) every POLL_SECONDS, which also bounds how long a shutdown waits for it.
+HEARTBEAT_SECONDS = 15.0
+POLL_SECONDS = 1.0
 
 
 def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
@@ -67,6 +85,7 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
             Path(
                 min_length=1,
                 max_length=MAX_ID_LENGTH,
+                pattern=ACCOUNT_ID_PATTERN,
                 description="The account id, percent-encoded; it may contain '/'.",
             ),
         ],
@@ -103,6 +122,7 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
             Query(
                 min_length=1,
                 max_length=MAX_ID_LENGTH,
+                pattern=ACCOUNT_ID_PATTERN,
                 description="Only entries where this account is sender or receiver.",
             ),
         ] = None,
@@ -112,10 +132,11 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
             Query(
                 max_length=MAX_MOMENT_LENGTH,
                 description=(
-                    "Only entries at or after this ISO-8601 date or time "
-                    "(UTC when it has no offset)."
+                    "Only entries at or after this time (RFC 3339; also a bare date, or a "
+                    "time without an offset, which is UTC). Read to the microsecond."
                 ),
                 examples=["2026-01-31T00:00:00Z"],
+                json_schema_extra={"format": "date-time"},
             ),
         ] = None,
         before: Annotated[
@@ -144,7 +165,12 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
     def stakes(
         account: Annotated[
             str,
-            Query(min_length=1, max_length=MAX_ID_LENGTH, description="The stakes' owner."),
+            Query(
+                min_length=1,
+                max_length=MAX_ID_LENGTH,
+                pattern=ACCOUNT_ID_PATTERN,
+                description="The stakes' owner.",
+            ),
         ],
         open_only: Annotated[
             bool, Query(description="Only open stakes (default), or every stake.")
@@ -161,6 +187,83 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
         return StakesOut(
             stakes=[StakeOut.model_validate(stake) for stake in page],
             next_after=page[-1].id if len(rows) > limit else None,
+        )
+
+    @router.get(
+        "/events",
+        response_model=EventsPageOut,
+        responses=BAD_INPUT,
+        name="token_events",
+        summary="The sealed journal in chain order, from a position",
+    )
+    def events(
+        after: Annotated[
+            ChainPosition,
+            Query(description="The last `seq` seen (0 for the beginning): events after it."),
+        ] = 0,
+        limit: Annotated[Limit, Query(description="At most this many events.")] = DEFAULT_EVENTS,
+    ) -> EventsPageOut:
+        """Every committed entry, once, in one order that never changes.
+
+        Follow ``next_after`` to read on: no entry is skipped or repeated,
+        whatever order concurrent writers committed in.
+        """
+        page = ledger.events(after, limit)
+        return EventsPageOut(
+            events=[EventOut.model_validate(event) for event in page],
+            next_after=page[-1].seq if page else after,
+        )
+
+    @router.get(
+        "/events/stream",
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                "description": "Server-Sent Events: `id: <seq>`, `event: entry`, `data: "
+                "<an event as in /events>`; a comment line every 15 s when idle.",
+            },
+            **BAD_INPUT,
+        },
+        name="token_events_stream",
+        summary="The event feed as a Server-Sent Events stream",
+    )
+    async def events_stream(
+        request: Request,
+        after: Annotated[
+            ChainPosition,
+            Query(description="Start after this `seq` (0 for the beginning)."),
+        ] = 0,
+        last_event_id: Annotated[
+            ChainPosition | None,
+            Header(
+                alias="Last-Event-ID",
+                description="Sent by an EventSource that reconnects: resume after it.",
+            ),
+        ] = None,
+    ) -> StreamingResponse:
+        """Events as they are sealed, for as long as the client listens."""
+        start = after if last_event_id is None else last_event_id
+
+        async def stream() -> AsyncIterator[str]:
+            position = start
+            yield ": connected\n\n"
+            quiet_since = time.monotonic()
+            while not await request.is_disconnected():
+                page = await run_in_threadpool(
+                    ledger.events, position, DEFAULT_EVENTS, wait=POLL_SECONDS
+                )
+                if not page and time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": keepalive\n\n"
+                for event in page:
+                    quiet_since = time.monotonic()
+                    data = EventOut.model_validate(event).model_dump_json()
+                    yield f"id: {event.seq}\nevent: entry\ndata: {data}\n\n"
+                    position = event.seq
+
+        return StreamingResponse(
+            stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     return router

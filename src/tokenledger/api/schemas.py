@@ -19,6 +19,7 @@ from tokenledger.domain.constants import MAX_BIGINT
 from tokenledger.domain.records import StakeStatus, SupplyReport
 
 __all__ = [
+    "DEFAULT_EVENTS",
     "DEFAULT_LIMIT",
     "DEFAULT_WINDOW_HOURS",
     "MAX_LIMIT",
@@ -26,10 +27,13 @@ __all__ = [
     "MAX_WINDOW_HOURS",
     "AccountOut",
     "Amount",
+    "ChainPosition",
     "DistributionOut",
     "EntryCursor",
     "EntryOut",
     "ErrorOut",
+    "EventOut",
+    "EventsPageOut",
     "HolderOut",
     "LedgerPageOut",
     "Limit",
@@ -48,6 +52,8 @@ DEFAULT_WINDOW_HOURS = 24
 MAX_WINDOW_HOURS = 24 * 365
 # ISO-8601 times are short; a longer "since" is refused before parsing.
 MAX_MOMENT_LENGTH = 64
+# An account id is any text but NUL (PostgreSQL cannot store it).
+ACCOUNT_ID_PATTERN = r"^[^\x00]+$"
 
 # -- parameter types --------------------------------------------------------
 
@@ -68,6 +74,8 @@ def _plain_integer(value: object) -> object:
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT), BeforeValidator(_plain_integer)]
 WindowHours = Annotated[int, Field(ge=1, le=MAX_WINDOW_HOURS), BeforeValidator(_plain_integer)]
 EntryCursor = Annotated[int, Field(ge=1, le=MAX_BIGINT), BeforeValidator(_plain_integer)]
+ChainPosition = Annotated[int, Field(ge=0, le=MAX_BIGINT), BeforeValidator(_plain_integer)]
+DEFAULT_EVENTS = 100
 
 _DECIMAL_PATTERN = r"^[0-9]+\.[0-9]{6}$"
 _DECIMAL_PATTERN = r"^[0-9]+\.[0-9]{6}$"
@@ -142,6 +150,27 @@ class EntryOut(_Out):
     )
     stake_id: int | None = Field(description="The stake this entry locks, pays or returns.")
     reverses_entry_id: int | None = Field(description="The entry this one compensates.")
+
+
+class EventOut(EntryOut):
+    """One event of the feed: a sealed entry, with its place in the chain."""
+
+    seq: int = Field(description="The entry's position in the sealed chain: 1, 2, 3, ... no gap.")
+    chain_hash: str = Field(
+        pattern=r"^0x[0-9a-f]{64}$",
+        description="The chain's hash at that position: the entry's transaction id on chain.",
+    )
+
+
+class EventsPageOut(_Out):
+    """Events in chain order, and the position to ask for the next ones after."""
+
+    events: list[EventOut]
+    next_after: int = Field(
+        ge=0,
+        description="Pass as `after` to get the next events (the last `seq` here, or the "
+        "`after` asked for when there is none yet).",
+    )
 
 
 class LedgerPageOut(_Out):

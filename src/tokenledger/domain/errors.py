@@ -15,6 +15,7 @@ changed nothing in the database::
     ├── StakeClosed
     │   └── StakeExpired         past its expiry: it can only be released or expired
     ├── EntryNotFound            (also LookupError)
+    ├── ConsumerConflict         the event consumer is already at or past that position
     ├── InternalError            the ledger contradicted itself (a bug); nothing was written
     └── StorageError             the database failed or could not be reached
         └── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
@@ -31,6 +32,7 @@ __all__ = [
     "AccountExists",
     "AccountNotFound",
     "ConcurrencyConflict",
+    "ConsumerConflict",
     "EntryNotFound",
     "IdempotencyConflict",
     "InsufficientFunds",
@@ -137,6 +139,22 @@ class EntryNotFound(LedgerError, LookupError):
     def __init__(self, entry_id: object) -> None:
         super().__init__(f"ledger entry not found: {entry_id!r}")
         self.entry_id = entry_id
+
+
+class ConsumerConflict(LedgerError):
+    """A consumer's position was already at or past the one committed.
+
+    Another instance of the consumer (or an earlier try of this one) handled
+    these events first: roll back the transaction that handled them again.
+    """
+
+    def __init__(self, name: str, seq: int, position: int) -> None:
+        super().__init__(
+            f"consumer {name!r} is already at position {position}: cannot commit {seq}"
+        )
+        self.name = name
+        self.seq = seq
+        self.position = position
 
 
 class InternalError(LedgerError):

@@ -19,6 +19,7 @@ from tokenledger.domain.errors import InvalidArgument
 
 __all__ = [
     "account_id",
+    "chain_position",
     "distinct_parties",
     "limit",
     "memo",
@@ -27,6 +28,7 @@ __all__ = [
     "positive_id",
     "reason",
     "row_id",
+    "seconds",
     "user_account_id",
 ]
 
@@ -76,7 +78,8 @@ def moment(value: object, *, name: str) -> datetime:
         if len(value) > 64:
             raise InvalidArgument(f"{name} is not an ISO-8601 time: {value[:64]!r}...")
         try:
-            value = datetime.fromisoformat(value)
+            # RFC 3339 allows a lower-case "t" and "z"; Python's parser does not.
+            value = datetime.fromisoformat(value.upper())
         except ValueError as exc:
             raise InvalidArgument(f"{name} is not an ISO-8601 time: {value!r}") from exc
     if not isinstance(value, datetime):
@@ -111,6 +114,22 @@ def positive_id(value: object, *, name: str = "entry id") -> int:
     if value > MAX_BIGINT:
         raise InvalidArgument(f"{name} is out of range: {value}")
     return value
+
+
+def chain_position(value: object, *, name: str = "after") -> int:
+    """A position in the sealed chain: 0 (before the first event) or a positive seq."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"{name} must be a non-negative integer, got {value!r}")
+    if value > MAX_BIGINT:
+        raise InvalidArgument(f"{name} is out of range: {value}")
+    return value
+
+
+def seconds(value: object, *, name: str, maximum: float) -> float:
+    """A non-negative number of seconds, at most ``maximum``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
+        raise InvalidArgument(f"{name} must be a number of seconds from 0 to {maximum:g}")
+    return float(value)
 
 
 def row_id(value: object) -> int | None:

@@ -20,6 +20,7 @@ __all__ = [
     "Account",
     "Checkpoint",
     "Distribution",
+    "Event",
     "Holder",
     "InclusionProof",
     "LedgerEntry",
@@ -33,6 +34,7 @@ __all__ = [
     "VerifyReport",
     "account_from_row",
     "entry_from_row",
+    "event_from_row",
     "jsonable",
     "stake_from_row",
 ]
@@ -76,6 +78,20 @@ class LedgerEntry:
     idempotency_key: str | None = None
     stake_id: int | None = None
     reverses_entry_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event(LedgerEntry):
+    """One event of the feed: a sealed entry's fields, beside its place in the chain.
+
+    ``seq`` is the entry's position in the one sealed chain (1, 2, 3, ... with
+    no gap), the order events are delivered in; ``chain_hash`` is the chain's
+    hash at that position (``0x`` + 64 hex), the entry's transaction id in the
+    on-chain mapping.
+    """
+
+    seq: int = 0
+    chain_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +265,16 @@ def entry_from_row(m: Mapping[Any, Any]) -> LedgerEntry:
         idempotency_key=m.get("idempotency_key"),
         stake_id=m.get("stake_id"),
         reverses_entry_id=m.get("reverses_entry_id"),
+    )
+
+
+def event_from_row(m: Mapping[Any, Any]) -> Event:
+    """A chain link joined to its entry (``seq``, ``chain_hash``, the entry's columns)."""
+    entry = entry_from_row(m)
+    return Event(
+        **{f.name: getattr(entry, f.name) for f in fields(LedgerEntry)},
+        seq=m["seq"],
+        chain_hash="0x" + m["chain_hash"],
     )
 
 

@@ -40,6 +40,7 @@ from tokenledger.domain.records import (
 )
 from tokenledger.service.core import LedgerCore, entry_to_find
 from tokenledger.service.verification import anchors_from, verify_books
+from tokenledger.storage import notifications
 from tokenledger.storage.repository import accounts, chain, journal, stakes
 from tokenledger.storage.transactions import run_read, run_write, stream_read
 
@@ -330,4 +331,5 @@ def _seal_batch(connection: Connection) -> int:
         last_txid=rows[-1].writer_txid,
         last_entry_id=rows[-1].id,
     )
+    notifications.announce(connection, seq)  # delivered to event waiters at the commit
     return len(rows)

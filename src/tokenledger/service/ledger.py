@@ -14,8 +14,9 @@ PostgreSQL one server call (``storage/posting/postgres.py`` ->
 ``sql/post_entry_v1.sql``), on SQLite a few statements under the write lock
 (``storage/posting/sqlite.py`` -> ``domain/postings.py``).
 
-Stakes, audit, analytics and events are sibling modules whose operations
-this class exposes; see ``stakes.py``, ``audit.py``, ``analytics.py``.
+Stakes, audit, the event feed and analytics are sibling modules whose
+operations this class exposes; see ``stakes.py``, ``audit.py``,
+``events.py`` and ``analytics.py``.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from tokenledger.domain.records import (
     entry_from_row,
 )
 from tokenledger.service.analytics import AnalyticsOperations
-from tokenledger.service.audit import AuditOperations
 from tokenledger.service.core import check_same_request, entry_to_find
+from tokenledger.service.events import EventOperations
 from tokenledger.service.stakes import StakeOperations
 from tokenledger.storage.repository import accounts, journal
 from tokenledger.storage.transactions import run_read, run_write
@@ -66,7 +67,7 @@ _TRANSFER_KEYS = frozenset(f.name for f in fields(Transfer))
 _REQUIRED_KEYS = frozenset({"from_id", "to_id", "amount", "reason"})
 
 
-class Ledger(StakeOperations, AuditOperations, AnalyticsOperations):
+class Ledger(StakeOperations, EventOperations, AnalyticsOperations):
     """The double-entry token ledger.
 
     ``Ledger(engine)`` runs each call in its own transaction.

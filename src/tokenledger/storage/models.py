@@ -41,6 +41,7 @@ __all__ = [
     "ChainHeadRow",
     "ChainRow",
     "CheckpointRow",
+    "ConsumerRow",
     "EntryRow",
     "StakeRow",
     "UTCDateTime",
@@ -48,6 +49,7 @@ __all__ = [
     "chain_head_table",
     "chain_table",
     "checkpoints_table",
+    "consumers_table",
     "journal_table",
     "stakes_table",
 ]
@@ -282,6 +284,22 @@ class CheckpointRow(Base):
     __table_args__ = (CheckConstraint("first_seq <= last_seq", name="range_ordered"),)
 
 
+class ConsumerRow(Base):
+    """``token_consumers``: where each named consumer of the event feed is (revision 0006)."""
+
+    __tablename__ = "token_consumers"
+
+    name: Mapped[str] = mapped_column(String(MAX_ID_LENGTH), primary_key=True)
+    # The chain seq of the last event the consumer committed (0: none yet).
+    position: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (
+        CheckConstraint("position >= 0", name="position_nonnegative"),
+        CheckConstraint("name <> ''", name="name_not_empty"),
+    )
+
+
 # The Core tables behind the models, typed as ``Table`` for the repository.
 accounts_table = cast(Table, AccountRow.__table__)
 journal_table = cast(Table, EntryRow.__table__)
@@ -289,3 +307,4 @@ stakes_table = cast(Table, StakeRow.__table__)
 chain_table = cast(Table, ChainRow.__table__)
 chain_head_table = cast(Table, ChainHeadRow.__table__)
 checkpoints_table = cast(Table, CheckpointRow.__table__)
+consumers_table = cast(Table, ConsumerRow.__table__)

@@ -1,6 +1,6 @@
 """The command groups, one module each; ``create_cli`` registers them in this order."""
 
-from tokenledger.cli.commands import accounts, audit, chain, db, serve, stakes, writes
+from tokenledger.cli.commands import accounts, audit, chain, db, events, serve, stakes, writes
 
 __all__ = ["COMMAND_GROUPS"]
 
@@ -10,6 +10,7 @@ COMMAND_GROUPS = (
     writes.register,
     stakes.register,
     audit.register,
+    events.register,
     chain.register,
     serve.register,
 )

@@ -26,6 +26,7 @@ __all__ = [
     "hashes",
     "last_checkpoint",
     "link_of_entry",
+    "links_after",
     "lock_head",
     "move_head",
     "read_head",
@@ -190,6 +191,18 @@ def walk(connection: Connection) -> Iterator[Row[Any]]:
         chain.c.seq, chain.c.hash.label("chain_hash"), chain.c.encoding, chain.c.entry_id, journal
     ).select_from(chain.outerjoin(journal, journal.c.id == chain.c.entry_id))
     return keyset_pages(connection, statement, chain.c.seq, label="seq")
+
+
+def links_after(connection: Connection, after: int, limit: int) -> Sequence[Row[Any]]:
+    """The sealed entries at chain positions after ``after``, in chain order, at most ``limit``."""
+    statement = (
+        select(chain.c.seq, chain.c.hash.label("chain_hash"), journal)
+        .select_from(chain.join(journal, journal.c.id == chain.c.entry_id))
+        .where(chain.c.seq > after)
+        .order_by(chain.c.seq)
+        .limit(limit)
+    )
+    return connection.execute(statement).all()
 
 
 def hashes(connection: Connection, first_seq: int, last_seq: int) -> list[str]:
