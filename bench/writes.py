@@ -24,7 +24,9 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ from sqlalchemy.engine import make_url
 
 from tokenledger import Ledger, Transfer, migrations
 from tokenledger.storage import create_engine
+from tokenledger.storage.posting.postgres import POST_ENTRY_FUNCTION
 
 BALANCE = 10**9  # tokens per benchmark account: no transfer ever runs out
 
@@ -130,36 +133,51 @@ def pgbench(url: str, script: str, *, clients: int, accounts: int, seconds: floa
 
 
 def _library_worker(
-    url: str, accounts: int, seconds: float, seed: int, start: Any, engine_options: dict[str, Any]
+    url: str,
+    accounts: int,
+    seconds: float,
+    seed: int,
+    start: Any,
+    engine_options: dict[str, Any],
+    threads: int = 1,
+    group_commit: bool = False,
 ) -> int:
-    engine = create_engine(url, **engine_options)
-    ledger = Ledger(engine)
+    """``Ledger.transfer`` in a loop, from ``threads`` threads sharing one ledger."""
+    engine = create_engine(url, **{"pool_size": threads, **engine_options})
+    ledger = Ledger(engine, group_commit=group_commit)
     names = account_names(accounts)
-    rng = random.Random(seed)
-    for _ in range(20):  # warm the connection, the prepared statement, the caches
+
+    def one(rng: random.Random) -> None:
         a, b = rng.sample(names, 2)
         ledger.transfer(a, b, "0.000001", "bench")
+
+    def until(deadline: float, rng: random.Random) -> int:
+        done = 0
+        while time.perf_counter() < deadline:
+            one(rng)
+            done += 1
+        return done
+
+    rngs = [random.Random(seed * 1000 + t) for t in range(threads)]
+    for rng in rngs:  # warm the connections, the caches
+        for _ in range(20):
+            one(rng)
     start.wait()
-    done = 0
     deadline = time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        a, b = rng.sample(names, 2)
-        ledger.transfer(a, b, "0.000001", "bench")
-        done += 1
+    with ThreadPoolExecutor(threads) as pool:
+        done = sum(pool.map(partial(until, deadline), rngs))
     engine.dispose()
     return done
 
 
-# What the library sends per transfer on PostgreSQL (repository/single_entry.py).
-_DRIVER_CALL = (
+# What the library sends per transfer on PostgreSQL (storage/posting/postgres.py).
+DRIVER_CALL = (
     "SELECT entry_id, entry_time, after_from, after_to, prior_id, locked "
-    "FROM tokenledger_post_entry_v1(%s, %s, %s, 'bench', NULL, NULL, NULL, NULL)"
+    f"FROM {POST_ENTRY_FUNCTION}(%s, %s, %s, 'bench', NULL, NULL, NULL, NULL)"
 )
 
 
-def _driver_worker(
-    url: str, accounts: int, seconds: float, seed: int, start: Any, _: dict[str, Any]
-) -> int:
+def _driver_worker(url: str, accounts: int, seconds: float, seed: int, start: Any, *_: Any) -> int:
     """The library's server-side call made through the bare driver: no library code."""
     parsed = make_url(url)
     connection = psycopg2.connect(
@@ -172,7 +190,7 @@ def _driver_worker(
     rng = random.Random(seed)
 
     def one() -> None:
-        cursor.execute(_DRIVER_CALL, (*rng.sample(names, 2), 1))
+        cursor.execute(DRIVER_CALL, (*rng.sample(names, 2), 1))
         cursor.fetchone()
 
     for _ in range(20):  # warm up as the library's workers do
@@ -195,18 +213,24 @@ def library(
     seconds: float,
     engine_options: dict[str, Any] | None = None,
     driver_only: bool = False,
+    threads: int = 1,
+    group_commit: bool = False,
 ) -> float:
     """Transfers per second of ``Ledger.transfer`` in ``workers`` processes.
 
-    ``driver_only``: the same server-side call through bare psycopg2
-    instead, the floor that the library's Python overhead stands on.
+    ``threads``: threads per process sharing one ledger (``group_commit``
+    on or off). ``driver_only``: the same server-side call through bare
+    psycopg2 instead, the floor that the library's Python overhead stands on.
     """
     context = multiprocessing.get_context("spawn")
     start = context.Manager().Event()
     worker = _driver_worker if driver_only else _library_worker
     with context.Pool(workers) as pool:
         pending = [
-            pool.apply_async(worker, (url, accounts, seconds, 7 + i, start, engine_options or {}))
+            pool.apply_async(
+                worker,
+                (url, accounts, seconds, 7 + i, start, engine_options or {}, threads, group_commit),
+            )
             for i in range(workers)
         ]
         time.sleep(1.0 + 0.2 * workers)  # let every worker warm up and reach the start line

@@ -95,8 +95,10 @@ def test_history_lists_the_revisions_in_order() -> None:
         "0003_audit_chain",
         "0004_post_entry_function",
         "0005_tamper_evidence",
+        "0006_event_consumers",
+        "0007_group_commit",
     ]
-    assert migrations.head() == "0005_tamper_evidence"
+    assert migrations.head() == "0007_group_commit"
 
 
 def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:
@@ -273,6 +275,9 @@ RELEASED_FUNCTIONS = {
     "post_entry_v1.sql": "c06459690e6d1d9dff17a184edf878c96be496717cde0e4c0b7964795054dca3",
     "post_entry_v2.sql": "b2b6882d90433da3f720f6a068afa6a87417f1513f02b5d79ff950c4570adbe6",
     "digests_v2.sql": "fb13ad137e0804dfb1f9aaa34f37ba0c19fe722e135d57a2c2f09482cad6f23d",
+    "digests_v2_flat.sql": "e9bc4bd81116b42356cc389df438408562371cfdc202c9e80bb04bc67dfd2d2b",
+    "post_entry_v3.sql": "adc7ae4710b86c43d9af631f673ee78970df630dbd05d8b51298ed1ebb967242",
+    "post_entries_v1.sql": "91370672c443edeae835496579614cec2f3c3c8a2d8f02d71e18ab4265e45057",
 }
 
 

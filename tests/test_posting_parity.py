@@ -252,15 +252,20 @@ def test_the_server_and_python_compute_one_digest(
         "reverses_entry_id": reverses,
         "writer_txid": micros,
     }
-    server = connection.execute(
+    arguments = (
+        "(:id, :timestamp, :from_account, :to_account, :amount, :reason, :reference_type, "
+        ":reference_id, :memo, :balance_after_from, :balance_after_to, :idempotency_key, "
+        ":stake_id, :reverses_entry_id, :writer_txid)"
+    )
+    # Both server functions of encoding 2: the one that calls helpers, the flat one.
+    server, flat = connection.execute(
         text(
-            "SELECT tokenledger_entry_digest_v2(:id, :timestamp, :from_account, :to_account, "
-            ":amount, :reason, :reference_type, :reference_id, :memo, :balance_after_from, "
-            ":balance_after_to, :idempotency_key, :stake_id, :reverses_entry_id, :writer_txid)"
+            f"SELECT tokenledger_entry_digest_v2{arguments}, "
+            f"tokenledger_entry_digest_v2_flat{arguments}"
         ),
         entry,
-    ).scalar_one()
-    assert server == entry_digest(entry)
+    ).one()
+    assert server == flat == entry_digest(entry)
     stake = {
         "id": 3,
         "account_id": entry["from_account"],

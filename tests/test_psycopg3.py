@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from auditor import audit
 from conftest import empty_postgres, with_driver
 from test_batch import check_texts_survive_a_batch
+from test_group_commit import check_texts_survive_one_batch
 from tokenledger import IdempotencyConflict, InsufficientFunds, Ledger, Transfer
 from tokenledger.storage import create_engine
 
@@ -57,6 +58,10 @@ def test_batch_texts(psycopg3_engine: Engine) -> None:
     ledger = Ledger(psycopg3_engine)
     ledger.create_account("a", 10)
     check_texts_survive_a_batch(ledger, psycopg3_engine)
+
+
+def test_group_commit_texts(psycopg3_engine: Engine) -> None:
+    check_texts_survive_one_batch(Ledger(psycopg3_engine, group_commit=True), psycopg3_engine)
 
 
 def test_concurrent_writers(psycopg3_engine: Engine) -> None:

@@ -18,12 +18,13 @@ changed nothing in the database::
     ├── ConsumerConflict         the event consumer is already at or past that position
     ├── InternalError            the ledger contradicted itself (a bug); nothing was written
     └── StorageError             the database failed or could not be reached
-        └── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
+        ├── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
+        └── OutcomeUnknown       a write that may or may not have committed
 
 ``StorageError`` is the one case where the outcome may be unknown to the
 caller: if the connection is lost while a COMMIT is in flight, the database may
-or may not have committed. Retrying with the same ``idempotency_key`` is
-always safe.
+or may not have committed; the ledger then raises ``OutcomeUnknown``.
+Retrying with the same ``idempotency_key`` is always safe.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "InvalidArgument",
     "LedgerError",
     "NotSealed",
+    "OutcomeUnknown",
     "StakeClosed",
     "StakeExpired",
     "StakeNotFound",
@@ -167,6 +169,15 @@ class InternalError(LedgerError):
 
 class StorageError(LedgerError):
     """The database failed, timed out or could not be reached."""
+
+
+class OutcomeUnknown(StorageError):
+    """The write may or may not have committed: the connection died during its commit.
+
+    The ledger never reports such a write as a success. Retrying it with the
+    same idempotency key returns the original entry or writes it once;
+    without a key, only reading the journal can tell.
+    """
 
 
 class ConcurrencyConflict(StorageError):

@@ -28,7 +28,8 @@ newline, then for each column in ``ENTRY_DIGEST_COLUMNS`` order its value as
 text (integers in decimal, the timestamp as above, strings as they are),
 each written ``<UTF-8 byte length>:<text>``, or ``-`` for NULL. Length
 prefixes make it unambiguous without escaping, and PostgreSQL computes the
-same bytes in SQL (``storage/posting/sql/entry_digest_v2.sql``); stakes use
+same bytes in SQL (``storage/posting/sql/digests_v2.sql``, and as one
+inlinable expression ``digests_v2_flat.sql``); stakes use
 ``tokenledger/stake/v1`` and ``STAKE_DIGEST_COLUMNS`` the same way. Both are
 frozen like version 1: a change is a new version.
 """

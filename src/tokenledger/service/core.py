@@ -34,6 +34,8 @@ from tokenledger.domain.postings import Draft, Locked, Posting
 from tokenledger.domain.records import LedgerEntry, entry_from_row
 from tokenledger.schema.migrations import ensure_embedded_schema
 from tokenledger.storage.engines import create_engine
+from tokenledger.storage.group_commit import GroupCommitter
+from tokenledger.storage.posting import Outcome
 from tokenledger.storage.repository import journal
 from tokenledger.storage.transactions import (
     Binding,
@@ -73,27 +75,38 @@ class LedgerCore:
     calls into one transaction that commits when the block ends.
     """
 
-    def __init__(self, bind: Engine | Connection | Session) -> None:
+    def __init__(self, bind: Engine | Connection | Session, *, group_commit: bool = False) -> None:
         """Bind a ledger to an engine (it runs its own transactions) or a caller's.
+
+        With ``group_commit``, concurrent ``transfer``, ``mint`` and ``burn``
+        calls from this ledger's threads share one server call and one
+        commit, each still accepted or refused on its own (see
+        docs/performance.md for when it pays, and why it is off by default).
+        It needs an engine: inside a caller's transaction there is nothing
+        to share.
 
         Raises:
             InvalidArgument: a connection or session in autocommit, or ``bind``
-                is not an Engine, Connection or Session.
+                is not an Engine, Connection or Session; ``group_commit`` with
+                a connection or session.
         """
         self._binding: Binding = binding_for(bind)
         self._engine: Engine | None = bind if isinstance(bind, Engine) else None
         self._owns_engine = False
+        self._group: GroupCommitter | None = None
+        if group_commit:
+            self._group = self._group_committer()
 
     @classmethod
-    def from_url(cls, url: str, **engine_options: Any) -> Self:
+    def from_url(cls, url: str, *, group_commit: bool = False, **engine_options: Any) -> Self:
         """A ledger on a new engine for ``url``, which it owns (``dispose`` closes it).
 
         Nothing is opened here. An embedded SQLite database is created and
         migrated at the first call, once, however many processes open it at
         once (a failure is a ``StorageError`` of that call, and the next call
         tries again); a PostgreSQL database is never migrated implicitly (the
-        deploy runs ``tokenledger db upgrade``). ``engine_options`` go to
-        ``tokenledger.storage.create_engine``.
+        deploy runs ``tokenledger db upgrade``). ``group_commit``: as for the
+        constructor. ``engine_options`` go to ``tokenledger.storage.create_engine``.
 
         Raises:
             InvalidArgument: ``url`` is not a database URL tokenledger can open.
@@ -108,6 +121,8 @@ class LedgerCore:
         ledger = cls(engine)
         ledger._binding = EngineBinding(engine, first_use=lambda: ensure_embedded_schema(engine))
         ledger._owns_engine = True
+        if group_commit:
+            ledger._group = ledger._group_committer()
         return ledger
 
     @property
@@ -174,32 +189,57 @@ class LedgerCore:
         )
 
     def _post_one(self, draft: Draft) -> LedgerEntry:
-        """Write a one-entry operation (transfer, mint, burn) through the poster's fast path."""
+        """Write a one-entry operation (transfer, mint, burn): grouped, or on its own."""
         key = draft.idempotency_key
-        poster = self._binding.poster
+        group = self._group
 
         def replay(_: Connection, rows: Sequence[Row[Any]]) -> LedgerEntry:
             check_same_request(key or "", rows, draft)
             return entry_from_row(rows[0]._mapping)
 
-        return self._idempotent_write(
+        if group is not None:
+            return self._or_replay(lambda: group.post(draft), key, replay)
+        return self._or_replay(lambda: self._post_alone(draft), key, replay)
+
+    def _post_alone(self, draft: Draft) -> LedgerEntry:
+        """One draft in its own transaction (or statement); raises ``IdempotencyKeyTaken``."""
+        poster = self._binding.poster
+        return run_write(
+            self._binding,
             lambda connection: poster.post_one(connection, draft),
-            key,
-            replay,
+            idempotent=draft.idempotency_key is not None,
             scope=poster.one_entry_scope,
         )
 
+    def _post_group(self, drafts: Sequence[Draft]) -> list[Outcome]:
+        """Several drafts in one transaction, each accepted or refused on its own."""
+        poster = self._binding.poster
+        return run_write(
+            self._binding,
+            lambda connection: poster.post_many(connection, drafts),
+            scope=poster.one_entry_scope,
+        )
+
+    def _group_committer(self) -> GroupCommitter:
+        if not isinstance(self._binding, EngineBinding):
+            raise InvalidArgument(
+                "group_commit needs an Engine: inside a caller's transaction there is "
+                "nothing to share"
+            )
+        return GroupCommitter(self._post_group, self._post_alone)
+
     def _idempotent_write(
-        self,
-        work: Callable[[Connection], R],
-        key: str | None,
-        replay: Replay[T],
-        *,
-        scope: Any = "transaction",
+        self, work: Callable[[Connection], R], key: str | None, replay: Replay[T]
     ) -> R | T:
         """Run ``work``; if an entry under ``key`` is already committed, answer as it did."""
+        return self._or_replay(
+            lambda: run_write(self._binding, work, idempotent=key is not None), key, replay
+        )
+
+    def _or_replay(self, write: Callable[[], R], key: str | None, replay: Replay[T]) -> R | T:
+        """``write()``; if it finds ``key`` already used, the answer ``replay`` gives."""
         try:
-            return run_write(self._binding, work, idempotent=key is not None, scope=scope)
+            return write()
         except IdempotencyKeyTaken:
             if key is None:  # only keyed writes can collide on a key
                 raise

@@ -56,6 +56,7 @@ from tokenledger.domain.errors import (
     ConcurrencyConflict,
     InvalidArgument,
     LedgerError,
+    OutcomeUnknown,
     StorageError,
 )
 from tokenledger.storage.posting import IdempotencyKeyTaken, Poster, Scope, poster_for
@@ -330,7 +331,7 @@ def run_write(
             retry = idempotent and _transient(failed.cause)
             if not retry or not binding.owns_transactions or attempt >= MAX_ATTEMPTS:
                 if type(error) is StorageError:
-                    error = StorageError(f"the commit failed and its outcome is unknown: {error}")
+                    error = OutcomeUnknown(f"the commit failed and its outcome is unknown: {error}")
                 raise error from failed.cause
         except DBAPIError as exc:
             error = translate(exc)

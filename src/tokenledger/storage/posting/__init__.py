@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from tokenledger.domain.errors import InvalidArgument
-from tokenledger.storage.posting.port import IdempotencyKeyTaken, Poster, Scope
+from tokenledger.storage.posting.port import IdempotencyKeyTaken, Outcome, Poster, Scope
 from tokenledger.storage.posting.postgres import PostgresPoster
 from tokenledger.storage.posting.sqlite import SqlitePoster
 
-__all__ = ["IdempotencyKeyTaken", "Poster", "PostgresPoster", "Scope", "SqlitePoster", "poster_for"]
+__all__ = [
+    "IdempotencyKeyTaken",
+    "Outcome",
+    "Poster",
+    "PostgresPoster",
+    "Scope",
+    "SqlitePoster",
+    "poster_for",
+]
 
 _POSTERS: dict[str, Poster] = {"postgresql": PostgresPoster(), "sqlite": SqlitePoster()}
 

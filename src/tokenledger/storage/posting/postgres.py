@@ -1,7 +1,7 @@
 """PostgreSQL: postings through arrays, one entry through one server-side call.
 
-One entry (transfer, mint, burn): ``tokenledger_post_entry_v2``
-(``sql/post_entry_v2.sql``, installed by revision 0005) locks the parties'
+One entry (transfer, mint, burn): ``tokenledger_post_entry_v3``
+(``sql/post_entry_v3.sql``, installed by revision 0007) locks the parties'
 rows in id order, checks the idempotency key, funds and range, writes both
 balances and appends the entry with its digest, with the server's clock.
 Run in autocommit,
@@ -15,14 +15,20 @@ A posting (batches, stakes, reversals, account creation): the accounts are
 locked with one ``SELECT ... FOR UPDATE`` ordered by id (no two writers can
 deadlock), which also reads the server's clock; the entries go in with one
 ``INSERT ... SELECT FROM unnest(...)``, each with the digest the same
-statement computes (``tokenledger_entry_digest_v2``, ``sql/digests_v2.sql``),
-and the figures with one ``UPDATE ... FROM unnest(...)``, each column sent
-as one array literal.
+statement computes (``tokenledger_entry_digest_v2_flat``, encoding 2 as one
+expression the planner inlines: ``sql/digests_v2_flat.sql``), and the
+figures with one ``UPDATE ... FROM unnest(...)``, each column sent as one
+array literal.
+
+Several one-entry writes at once (group commit): ``tokenledger_post_entries_v1``
+(``sql/post_entries_v1.sql``) takes one array per argument, locks every
+account of the group in id order, and posts each entry through the one-entry
+function, one result row per entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -37,14 +43,22 @@ from tokenledger.domain.postings import Draft, Locked, Posting, not_before
 from tokenledger.domain.records import LedgerEntry, entry_from_row
 from tokenledger.storage.dialect import postgres_array
 from tokenledger.storage.models import accounts_table
-from tokenledger.storage.posting.port import IdempotencyKeyTaken, Scope
+from tokenledger.storage.posting.port import IdempotencyKeyTaken, Outcome, Scope
 
 __all__ = ["POST_ENTRY_FUNCTION", "POST_ENTRY_SQL", "PostgresPoster", "function_sql"]
 
 # The one-entry function this adapter calls, and the file of its text (sql/*.sql).
-POST_ENTRY_SQL = "post_entry_v2"
+POST_ENTRY_SQL = "post_entry_v3"
 POST_ENTRY_FUNCTION = f"tokenledger_{POST_ENTRY_SQL}"
 
+_POST_MANY = (
+    "SELECT entry_id, entry_time, after_from, after_to, prior_id, locked "
+    "FROM tokenledger_post_entries_v1(CAST(%(senders)s AS varchar[]), "
+    "CAST(%(receivers)s AS varchar[]), CAST(%(amounts)s AS bigint[]), "
+    "CAST(%(reasons)s AS varchar[]), CAST(%(reference_types)s AS varchar[]), "
+    "CAST(%(reference_ids)s AS varchar[]), CAST(%(memos)s AS text[]), "
+    "CAST(%(keys)s AS varchar[]))"
+)
 _POST_ONE = (
     "SELECT entry_id, entry_time, after_from, after_to, prior_id, locked "
     f"FROM {POST_ENTRY_FUNCTION}(%(sender)s, %(receiver)s, %(amount)s, %(reason)s, "
@@ -97,7 +111,7 @@ def _append_sql() -> str:
     return (
         f"INSERT INTO token_ledger (id, {columns}, writer_txid, digest) "
         f"SELECT w.id, {', '.join(f'w.{c}' for c in WRITTEN_COLUMNS)}, w.writer_txid, "
-        f"tokenledger_entry_digest_v2({digest_of}) "
+        f"tokenledger_entry_digest_v2_flat({digest_of}) "
         f"FROM (SELECT coalesce(v.id, nextval('token_ledger_id_seq'::regclass)) AS id, "
         f"{', '.join(f'v.{c}' for c in WRITTEN_COLUMNS)}, txid_current() AS writer_txid "
         f"FROM unnest(CAST(:id AS bigint[]), {arrays}) AS v(id, {columns})) AS w "
@@ -172,32 +186,59 @@ class PostgresPoster:
         return ids
 
     def post_one(self, connection: Connection, draft: Draft) -> LedgerEntry:
-        entry_id, timestamp, after_from, after_to, prior_id, locked = connection.exec_driver_sql(
-            _POST_ONE,
-            {
-                "sender": draft.from_account,
-                "receiver": draft.to_account,
-                "amount": draft.amount,
-                "reason": draft.reason,
-                "reference_type": draft.reference_type,
-                "reference_id": draft.reference_id,
-                "memo": draft.memo,
-                "key": draft.idempotency_key,
-            },
-        ).one()
-        if prior_id is not None:
-            raise IdempotencyKeyTaken(draft.idempotency_key)
-        if entry_id is None:
-            raise _refusal(draft, locked)
-        return entry_from_row(
-            {
-                **draft.as_row(),
-                "id": entry_id,
-                "timestamp": timestamp,
-                "balance_after_from": after_from,
-                "balance_after_to": after_to,
-            }
+        outcome = _outcome(
+            draft,
+            connection.exec_driver_sql(
+                _POST_ONE,
+                {
+                    "sender": draft.from_account,
+                    "receiver": draft.to_account,
+                    "amount": draft.amount,
+                    "reason": draft.reason,
+                    "reference_type": draft.reference_type,
+                    "reference_id": draft.reference_id,
+                    "memo": draft.memo,
+                    "key": draft.idempotency_key,
+                },
+            ).one(),
         )
+        if isinstance(outcome, LedgerEntry):
+            return outcome
+        raise outcome
+
+    def post_many(self, connection: Connection, drafts: Sequence[Draft]) -> list[Outcome]:
+        rows = connection.exec_driver_sql(
+            _POST_MANY,
+            {
+                "senders": postgres_array(d.from_account for d in drafts),
+                "receivers": postgres_array(d.to_account for d in drafts),
+                "amounts": postgres_array(d.amount for d in drafts),
+                "reasons": postgres_array(d.reason for d in drafts),
+                "reference_types": postgres_array(d.reference_type for d in drafts),
+                "reference_ids": postgres_array(d.reference_id for d in drafts),
+                "memos": postgres_array(d.memo for d in drafts),
+                "keys": postgres_array(d.idempotency_key for d in drafts),
+            },
+        ).all()
+        return [_outcome(draft, row) for draft, row in zip(drafts, rows, strict=True)]
+
+
+def _outcome(draft: Draft, row: Any) -> Outcome:
+    """What the server function's row says about one draft."""
+    entry_id, timestamp, after_from, after_to, prior_id, locked = row
+    if prior_id is not None:
+        return IdempotencyKeyTaken(draft.idempotency_key)
+    if entry_id is None:
+        return _refusal(draft, locked)
+    return entry_from_row(
+        {
+            **draft.as_row(),
+            "id": entry_id,
+            "timestamp": timestamp,
+            "balance_after_from": after_from,
+            "balance_after_to": after_to,
+        }
+    )
 
 
 def _refusal(draft: Draft, locked: list[list[Any]] | None) -> LedgerError:

@@ -13,7 +13,7 @@ costs a few hundred microseconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +21,12 @@ from sqlalchemy import Connection
 
 from tokenledger.domain.books import Balances
 from tokenledger.domain.entries import WRITTEN_COLUMNS
+from tokenledger.domain.errors import LedgerError
 from tokenledger.domain.hashing import entry_digest
 from tokenledger.domain.postings import Draft, Locked, Posting, not_before
 from tokenledger.domain.records import LedgerEntry, entry_from_row
 from tokenledger.storage.dialect import clock_now
-from tokenledger.storage.posting.port import IdempotencyKeyTaken, Scope
+from tokenledger.storage.posting.port import IdempotencyKeyTaken, Outcome, Scope
 
 __all__ = ["SqlitePoster", "sqlite_timestamp"]
 
@@ -110,3 +111,14 @@ class SqlitePoster:
         row = posting.add(draft)
         (entry_id,) = self.write(connection, posting)
         return entry_from_row({**row, "id": entry_id})
+
+    def post_many(self, connection: Connection, drafts: Sequence[Draft]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for draft in drafts:
+            # A refusal is raised before its draft writes anything, so it
+            # needs no savepoint to leave the others alone.
+            try:
+                outcomes.append(self.post_one(connection, draft))
+            except (LedgerError, IdempotencyKeyTaken) as refused:
+                outcomes.append(refused)
+        return outcomes
