@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 
 from auditor import audit
 from conftest import empty_postgres
@@ -380,6 +380,36 @@ def test_an_open_transaction_elsewhere_does_not_hold_sealing_back(
                 assert ledger.seal() == 0
                 assert ledger.verify().counts["unsealed_pending"] == 1
             assert ledger.seal() == 1
+    finally:
+        other.dispose()
+        postgres_server.drop_database(other_url)
+
+
+@pytest.mark.postgresql
+def test_a_transaction_elsewhere_that_ends_during_the_seal_does_not_hold_it_back(
+    pg_engine: Engine, postgres_server: Any
+) -> None:
+    other_url = postgres_server.create_database("tokenledger_other")
+    other = create_engine(other_url)
+    ledger = Ledger(pg_engine)
+    try:
+        with other.connect() as short:
+            short.execute(text("CREATE TABLE t (x int)"))  # holds a txid in another database
+            ledger.create_account("alice", 5)  # a later txid commits: the short one is running
+
+            def end_it_after_the_snapshot(_c: Any, _cur: Any, statement: str, *_: Any) -> None:
+                # The race: running when the sealer's snapshot is taken, ended
+                # before the sealer can see where it runs.
+                if "txid_current_snapshot" in statement and short.in_transaction():
+                    short.commit()
+
+            event.listen(pg_engine, "after_cursor_execute", end_it_after_the_snapshot)
+            try:
+                assert ledger.seal() == 1
+            finally:
+                event.remove(pg_engine, "after_cursor_execute", end_it_after_the_snapshot)
+            assert not short.in_transaction()  # the race did happen
+        assert ledger.verify().counts["unsealed_pending"] == 0
     finally:
         other.dispose()
         postgres_server.drop_database(other_url)

@@ -77,28 +77,37 @@ def commit_horizon(connection: Connection) -> int | None:
     Only the transactions connected elsewhere are skipped, not all the
     server's: an idle transaction in another database must not hold sealing
     back, and a live view (``pg_locks``) must never move the horizon past a
-    commit the snapshot cannot see.
+    commit the snapshot cannot see. The view is read just before the
+    snapshot and just after: a txid's database never changes, so one seen
+    elsewhere in either is elsewhere, and a short transaction of another
+    database that ends while the snapshot is taken (frequent on a busy
+    server) does not stop the horizon.
     """
     if not is_postgresql(connection):
         return None
+    before = _running_elsewhere(connection)
     snapshot = connection.execute(text("SELECT txid_current_snapshot()::text")).scalar_one()
     _, xmax, running = _parse_snapshot(snapshot)
     if not running:
         return xmax
-    elsewhere = set(
-        connection.execute(
-            text(
-                "SELECT l.transactionid::text::bigint FROM pg_locks AS l "
-                "JOIN pg_stat_activity AS a ON a.pid = l.pid "
-                "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' "
-                "AND a.datname <> current_database() "
-                "UNION SELECT transaction::text::bigint FROM pg_prepared_xacts "
-                "WHERE database <> current_database()"
-            )
-        ).scalars()
-    )
+    elsewhere = before | _running_elsewhere(connection)
     # The lock table shows 32-bit xids; the snapshot's are 64-bit (epoch-extended).
     return min((txid for txid in running if txid % 2**32 not in elsewhere), default=xmax)
+
+
+_RUNNING_ELSEWHERE = text(
+    "SELECT l.transactionid::text::bigint FROM pg_locks AS l "
+    "JOIN pg_stat_activity AS a ON a.pid = l.pid "
+    "WHERE l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' "
+    "AND a.datname <> current_database() "
+    "UNION SELECT transaction::text::bigint FROM pg_prepared_xacts "
+    "WHERE database <> current_database()"
+)
+
+
+def _running_elsewhere(connection: Connection) -> set[int]:
+    """The 32-bit xids of transactions running (or prepared) in other databases right now."""
+    return set(connection.execute(_RUNNING_ELSEWHERE).scalars())
 
 
 def _parse_snapshot(snapshot: str) -> tuple[int, int, list[int]]:
