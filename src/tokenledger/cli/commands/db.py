@@ -8,6 +8,7 @@ from tokenledger.cli._open import migration_engine, shown, sqlite_file_missing
 from tokenledger.cli.exits import EXIT_OK, EXIT_PROBLEMS
 from tokenledger.cli.options import url_option
 from tokenledger.schema import migrations
+from tokenledger.schema.check import check_schema
 
 __all__ = ["register"]
 
@@ -80,3 +81,29 @@ def register(cli: click.Group) -> None:
             suffix = f" ({', '.join(marks)})" if marks else ""
             click.echo(f"{parent or '<base>'} -> {name}{suffix}: {message}")
         return EXIT_OK
+
+    _register_check(db)
+
+
+def _register_check(db: click.Group) -> None:
+    @db.command("check")
+    @url_option
+    def check(url: str | None) -> int:
+        """Compare the live schema with the models and the revisions; exit 3 on any drift.
+
+        Tables, columns and their server defaults, keys, CHECK and unique
+        constraints, indexes, triggers and the server functions' bodies.
+        """
+        with migration_engine(url) as (engine, resolved):
+            if sqlite_file_missing(resolved):
+                click.echo(f"{shown(resolved)}: no such database file")
+                return EXIT_PROBLEMS
+            drifts = check_schema(engine)
+            revision = migrations.current(engine)
+        if not drifts:
+            click.echo(f"{shown(resolved)}: schema matches revision {revision} and the models")
+            return EXIT_OK
+        for drift in drifts:
+            click.echo(f"drift: {drift}")
+        click.echo(f"{shown(resolved)}: {len(drifts)} difference(s) from the revisions or models")
+        return EXIT_PROBLEMS
