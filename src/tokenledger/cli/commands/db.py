@@ -9,7 +9,12 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from tokenledger.cli._open import migration_engine, shown, sqlite_file_missing
+from tokenledger.cli._open import (
+    database_error_reason,
+    migration_engine,
+    shown,
+    sqlite_file_missing,
+)
 from tokenledger.cli.exits import EXIT_DATABASE, EXIT_OK, EXIT_PROBLEMS, CommandFailed
 from tokenledger.cli.options import url_option
 from tokenledger.schema import migrations
@@ -32,7 +37,7 @@ def register(cli: click.Group) -> None:
         """Upgrade the schema to REVISION (default: head). What a deploy runs."""
         with migration_engine(url) as (engine, resolved):
             before = migrations.current(engine)
-            migrations.upgrade(engine, revision)
+            migrations.upgrade(engine, revision, on_retry=_tell_retry)
             after = migrations.current(engine)
         if before == after:
             click.echo(f"{shown(resolved)}: already at {after or 'base'}")
@@ -91,6 +96,11 @@ def register(cli: click.Group) -> None:
 
     _register_check(db)
     _register_copy(db)
+
+
+def _tell_retry(attempt: int, error: BaseException) -> None:
+    reason = database_error_reason(error)
+    click.echo(f"upgrade: {reason}; rolled back, retrying (attempt {attempt + 1})", err=True)
 
 
 def _register_check(db: click.Group) -> None:

@@ -13,7 +13,12 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy import Connection, text
 
-from tokenledger.schema.migrations import VERSION_TABLE, include_object, resolve_url
+from tokenledger.schema.migrations import (
+    DEFAULT_LOCK_TIMEOUT_MS,
+    VERSION_TABLE,
+    include_object,
+    resolve_url,
+)
 from tokenledger.storage.engines import create_engine
 from tokenledger.storage.models import Base
 
@@ -38,12 +43,65 @@ def _configure(**kwargs: object) -> None:
     )
 
 
+def _lock_timeout() -> str:
+    return str(context.config.attributes.get("lock_timeout_ms", DEFAULT_LOCK_TIMEOUT_MS))
+
+
 def _run(connection: Connection) -> None:
+    if connection.in_transaction():
+        _run_in_callers_transaction(connection)
+    elif connection.dialect.name == "postgresql":
+        _run_online_postgres(connection)
+    else:
+        _run_online_sqlite(connection)
+
+
+def _run_in_callers_transaction(connection: Connection) -> None:
+    """A connection handed over inside a transaction: every revision runs in it."""
     _configure(connection=connection)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+            connection.execute(text(f"SET LOCAL lock_timeout = {int(_lock_timeout())}"))
         context.run_migrations()
+
+
+def _run_online_postgres(connection: Connection) -> None:
+    """PostgreSQL while the host writes: one short transaction per revision.
+
+    The advisory lock (held by the session, across the revisions) lets one
+    deploy migrate at a time; a second waits for it, then finds the work
+    done. ``lock_timeout`` bounds how long a revision waits for a table lock,
+    and so how long the writers queued behind that wait are held up; a
+    revision that times out is rolled back whole, and
+    ``tokenledger.migrations.upgrade`` runs the upgrade again.
+    """
+    connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+    try:
+        connection.execute(text(f"SET lock_timeout = {int(_lock_timeout())}"))
+        connection.commit()  # session settings stay; each revision begins its own transaction
+        _configure(connection=connection, transaction_per_migration=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    finally:
+        connection.rollback()
+        connection.execute(text("RESET lock_timeout"))
+        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
+        connection.commit()
+
+
+def _run_online_sqlite(connection: Connection) -> None:
+    """SQLite: the whole upgrade under the write lock, taken at BEGIN.
+
+    Writers wait for it up to their busy timeout and then see either the old
+    schema or the new one, never a half-migrated file; a second upgrade
+    waits, then finds the work done.
+    """
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    _configure(connection=connection)
+    with context.begin_transaction():
+        context.run_migrations()
+    connection.commit()
 
 
 def run_offline() -> None:
@@ -63,7 +121,6 @@ def run_online() -> None:
     try:
         with engine.connect() as connection:
             _run(connection)
-            connection.commit()
     finally:
         engine.dispose()
 
