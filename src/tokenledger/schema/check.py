@@ -76,7 +76,7 @@ def check_schema(engine: Engine) -> list[Drift]:
             maps this to its database exit code).
     """
     with engine.connect() as connection:
-        revision = migrations._current_of(connection)
+        revision = migrations.current(connection)
         connection.rollback()
         head = migrations.head()
         known = {name for name, _, _ in migrations.history()}

@@ -160,7 +160,7 @@ def plan_copy(source: Connection, target: Engine, *, resume: bool = False) -> Co
             this source's; or it holds an interrupted copy and ``resume`` is
             false. The target is not changed in any of these cases.
     """
-    revision = migrations._current_of(source)
+    revision = migrations.current(source)
     if revision is None:
         raise CopyRefused("the source database has no tokenledger schema")
     target_revision = migrations.current(target)
