@@ -170,6 +170,7 @@ def plan_copy(source: Connection, target: Engine, *, resume: bool = False) -> Co
             "a copy needs an empty target (unmigrated, or at the source's revision)"
         )
     tables = _tables(source)
+    _require_sealable_on(source, target)
     if target_revision is None:
         with target.connect() as probe:
             existing = set(inspect(probe).get_table_names()) & migrations.LEDGER_TABLES
@@ -211,6 +212,36 @@ def plan_copy(source: Connection, target: Engine, *, resume: bool = False) -> Co
             "finish it, or empty the target"
         )
     return CopyPlan(revision, tuple(states), finished, source_head, resumed=started)
+
+
+def _require_sealable_on(source: Connection, target: Engine) -> None:
+    """PostgreSQL target: its new entries must come after the copied ones in sealing order.
+
+    The sealer orders PostgreSQL-written entries by their writers' txids
+    (``repository.chain.sealing_key``). Entries copied from another
+    PostgreSQL server keep that server's txids (the digests cover them); if
+    the target server's txids are not past them yet, what the host writes
+    there next would sort before the copied chain and could never be sealed.
+    """
+    if target.dialect.name != "postgresql":
+        return
+    journal = Base.metadata.tables["token_ledger"]
+    if "writer_txid" not in {c["name"] for c in inspect(source).get_columns(journal.name)}:
+        return
+    copied = source.execute(select(func.max(journal.c.writer_txid))).scalar_one()
+    if not copied:
+        return
+    with target.connect() as connection:
+        # xmax of a snapshot: the next txid to be assigned (it assigns none itself).
+        upcoming = connection.execute(
+            text("SELECT txid_snapshot_xmax(txid_current_snapshot())")
+        ).scalar_one()
+    if int(upcoming) <= int(copied):
+        raise CopyRefused(
+            f"the source's entries carry PostgreSQL transaction ids up to {copied}, and the "
+            f"target server's next is {upcoming}: entries written on the target would sort "
+            "before the copied chain and never be sealed (see docs/operations.md)"
+        )
 
 
 def _require_prefix_shape(states: Sequence[TableState]) -> None:
