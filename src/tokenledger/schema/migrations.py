@@ -114,12 +114,13 @@ def upgrade(
 ) -> None:
     """Upgrade the ledger's schema to ``revision`` (default: the newest), while the host writes.
 
-    PostgreSQL: one deploy at a time (an advisory lock); each revision is its
-    own short transaction whose lock waits end after ``lock_timeout_ms``. A
-    revision that times out, or loses a deadlock to a writer, is rolled back
-    whole, and the upgrade runs again after a pause (at most ``attempts``
-    runs; ``on_retry(attempt, error)`` is told of each). The revisions
-    already committed stay. SQLite: the whole upgrade under the write lock.
+    PostgreSQL: one revision per transaction, each under the migration
+    advisory lock (one deploy at a time) and with ``lock_timeout_ms`` on its
+    lock waits. A revision that times out, or loses a deadlock to a writer,
+    is rolled back whole and run again after a pause (at most ``attempts``
+    runs per revision; ``on_retry(attempt, error)`` is told of each); the
+    revisions already committed stay. SQLite: the whole upgrade in one
+    transaction under the write lock (``BEGIN IMMEDIATE``).
 
     A caller's ``Connection`` inside a transaction runs every revision in
     that transaction and is never retried: only the caller can run it again.
@@ -129,15 +130,54 @@ def upgrade(
             timed out.
         alembic.util.CommandError: ``revision`` is unknown.
     """
-    retryable = not (isinstance(target, Connection) and target.in_transaction())
+    if isinstance(target, Connection) and target.in_transaction():
+        with _configured(target) as config:  # the caller's transaction: never retried here
+            config.attributes["lock_timeout_ms"] = lock_timeout_ms
+            command.upgrade(config, revision)
+        return
+    owned = not isinstance(target, Engine | Connection)
+    bind = target if isinstance(target, Engine | Connection) else create_engine(resolve_url(target))
+    try:
+        steps = [revision]
+        if bind.dialect.name == "postgresql":
+            # One revision per transaction: locks are held for one revision only.
+            start = current(bind)
+            if isinstance(bind, Connection):
+                bind.rollback()  # reading the version began a transaction; end it
+            steps = _steps_to(start, revision)
+        for step in steps:
+            _with_retries(bind, step, lock_timeout_ms, attempts, on_retry)
+    finally:
+        if owned and isinstance(bind, Engine):
+            bind.dispose()
+
+
+def _steps_to(start: str | None, revision: str) -> list[str]:
+    """The revisions from after ``start`` up to ``revision``, oldest first (linear history)."""
+    order = [name for name, _, _ in history()]
+    goal = head() if revision == "head" else revision
+    if goal not in order:
+        return [revision]  # let Alembic report (or resolve) it
+    first = order.index(start) + 1 if start in order else 0
+    return order[first : order.index(goal) + 1] or [goal]
+
+
+def _with_retries(
+    bind: Engine | Connection,
+    revision: str,
+    lock_timeout_ms: int,
+    attempts: int,
+    on_retry: Callable[[int, BaseException], None] | None,
+) -> None:
     for attempt in range(1, max(attempts, 1) + 1):
         try:
-            with _configured(target) as config:
+            with _configured(bind) as config:
                 config.attributes["lock_timeout_ms"] = lock_timeout_ms
+                # A revision another deploy already applied is a no-op here.
                 command.upgrade(config, revision)
             return
         except DBAPIError as exc:
-            if not retryable or attempt >= attempts or not _retryable(exc):
+            if attempt >= attempts or not _retryable(exc):
                 raise
             if on_retry is not None:
                 on_retry(attempt, exc)

@@ -49,45 +49,31 @@ def _lock_timeout() -> str:
 
 def _run(connection: Connection) -> None:
     if connection.in_transaction():
-        _run_in_callers_transaction(connection)
+        _run_in_one_transaction(connection)
     elif connection.dialect.name == "postgresql":
-        _run_online_postgres(connection)
+        with connection.begin():
+            _run_in_one_transaction(connection)
     else:
         _run_online_sqlite(connection)
 
 
-def _run_in_callers_transaction(connection: Connection) -> None:
-    """A connection handed over inside a transaction: every revision runs in it."""
+def _run_in_one_transaction(connection: Connection) -> None:
+    """Every pending revision (up to the one asked for) in the connection's transaction.
+
+    PostgreSQL: a transaction-level advisory lock lets one deploy migrate at
+    a time (a second waits, then finds the work done), and ``lock_timeout``
+    bounds how long a statement waits for a table lock, and so how long the
+    writers queued behind that wait are held up. Both end with the
+    transaction, so PgBouncer's transaction pooling cannot strand them.
+    ``tokenledger.migrations.upgrade`` asks for one revision at a time and
+    runs a step that timed out again.
+    """
     _configure(connection=connection)
     with context.begin_transaction():
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
             connection.execute(text(f"SET LOCAL lock_timeout = {int(_lock_timeout())}"))
         context.run_migrations()
-
-
-def _run_online_postgres(connection: Connection) -> None:
-    """PostgreSQL while the host writes: one short transaction per revision.
-
-    The advisory lock (held by the session, across the revisions) lets one
-    deploy migrate at a time; a second waits for it, then finds the work
-    done. ``lock_timeout`` bounds how long a revision waits for a table lock,
-    and so how long the writers queued behind that wait are held up; a
-    revision that times out is rolled back whole, and
-    ``tokenledger.migrations.upgrade`` runs the upgrade again.
-    """
-    connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-    try:
-        connection.execute(text(f"SET lock_timeout = {int(_lock_timeout())}"))
-        connection.commit()  # session settings stay; each revision begins its own transaction
-        _configure(connection=connection, transaction_per_migration=True)
-        with context.begin_transaction():
-            context.run_migrations()
-    finally:
-        connection.rollback()
-        connection.execute(text("RESET lock_timeout"))
-        connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _MIGRATION_LOCK_KEY})
-        connection.commit()
 
 
 def _run_online_sqlite(connection: Connection) -> None:
