@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import inspect, select, text
 
 from conftest import PostgresServer
 from tokenledger import Ledger, migrations
@@ -326,3 +326,43 @@ def test_a_chain_the_target_server_could_not_extend_is_refused(
     assert refused.returncode == 1
     assert "transaction ids up to 1000000000000" in refused.stderr
     assert migrations.current(target) is None  # refused before anything was written
+
+
+def test_a_source_at_an_older_revision_is_copied_at_that_revision(
+    new_url: Callable[[str], str],
+) -> None:
+    source, target = new_url("sqlite"), new_url("sqlite")
+    migrations.upgrade(source, "0002_stakes")
+    _legacy_rows(source)
+    before = dump_present(source)
+
+    done = run_cli("db", "copy", "--from", source, "--to", target)
+
+    assert done.returncode == 0, done.stderr
+    assert "not verified: upgrade both to head" in done.stdout
+    assert migrations.current(target) == "0002_stakes"
+    assert dump_present(target) == before
+    migrations.upgrade(target)  # and the copy upgrades like the source would
+    ledger = Ledger.from_url(target)
+    try:
+        assert ledger.seal() == 3
+        assert ledger.verify().ok
+    finally:
+        ledger.dispose()
+
+
+def dump_present(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the tables a database has, with the columns it has."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            tables = inspect(connection).get_table_names()
+            return {
+                name: [
+                    tuple(r) for r in connection.execute(text(f"SELECT * FROM {name} ORDER BY 1"))
+                ]
+                for name in sorted(tables)
+                if name in Base.metadata.tables
+            }
+    finally:
+        engine.dispose()

@@ -143,6 +143,9 @@ def _same_row_in(connection: Connection, table: Table, columns: list[str], row: 
 
 
 def _head_of(connection: Connection) -> tuple[int, str] | None:
+    """The chain head's (seq, hash); ``None`` before revision 0003 made the chain."""
+    if not inspect(connection).has_table(chain_head_table.name):
+        return None
     row = connection.execute(
         select(chain_head_table.c.seq, chain_head_table.c.hash).where(chain_head_table.c.id == 1)
     ).one_or_none()
