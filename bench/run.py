@@ -346,7 +346,9 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
-        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/run.py"
+        + (" --quick" if args.quick else "")
+        + "".join(f" --only {name}" for name in args.only or ()),
     }
     if "writes" in sections:
         results["writes"] = run_writes(admin_url, seconds)
