@@ -176,6 +176,10 @@ def test_a_copy_keeps_every_row_and_the_target_carries_on(
     source, target = new_url(source_backend), new_url(target_backend)
     build_source(source)
     before = dump(source)
+    host = create_engine(target)
+    with host.begin() as connection:  # the host's own table: a target may hold it
+        connection.execute(text("CREATE TABLE actor_reputation (id INTEGER PRIMARY KEY)"))
+        connection.execute(text("INSERT INTO actor_reputation VALUES (42)"))
 
     done = run_cli("db", "copy", "--from", source, "--to", target, "--page-size", "4")
 
@@ -187,6 +191,9 @@ def test_a_copy_keeps_every_row_and_the_target_carries_on(
     assert dump(source) == before  # the source is only read
     assert export(target) == export(source)
     assert all(before[name] for name in ("token_checkpoints", "token_consumers", "token_stakes"))
+    with host.connect() as connection:
+        assert connection.execute(text("SELECT id FROM actor_reputation")).scalar_one() == 42
+    host.dispose()
 
     ledger = Ledger.from_url(target)
     try:
