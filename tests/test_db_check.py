@@ -164,6 +164,15 @@ DAMAGE = {
         ],
         None,  # SQLite has no server functions: its triggers hold the logic
     ),
+    "sql_file_function_body": (
+        "function",
+        "tokenledger_digest_field(p_text text)",
+        [
+            "CREATE OR REPLACE FUNCTION tokenledger_digest_field(p_text text) RETURNS text "
+            "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT coalesce(p_text, '-') $$"
+        ],
+        None,
+    ),
     "index_dropped": (
         "index",
         "idx_ledger_reason",
