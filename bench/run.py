@@ -27,6 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cpu
+import ledger_copy
 import reads
 import tamper
 import writes
@@ -39,6 +40,8 @@ DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
 SECTIONS = {"writes", "cpu", "tamper", "sqlite", "reads"}
+# Run only when asked (--only copy): building and copying 1,000,000 entries takes minutes.
+OPTIONAL_SECTIONS = {"copy"}
 
 TARGETS = {
     "pg_single_vs_a": 1.0,
@@ -304,6 +307,17 @@ def render(results: dict[str, Any]) -> str:
             f"`verify` of {v['entries']:,} entries: {v['seconds']} s, ok={v['ok']}, "
             f"peak RSS {v['peak_rss_mib']} MiB (process baseline {v['baseline_rss_mib']} MiB).",
         ]
+    k = results.get("copy", {})
+    if k:
+        lines += [
+            "",
+            f"`db copy` SQLite -> PostgreSQL, {k['source_entries']:,} sealed entries over "
+            f"{k['accounts']:,} accounts ({k['rows']:,} rows, pages of {k['page_size']:,}): "
+            f"copy {k['copy_seconds']} s ({k['rows_per_second']:,} rows/s), then the checks "
+            f"and `verify` {k['verify_seconds']} s, ok={k['ok']}; peak RSS "
+            f"{k['copy_peak_rss_mib']} MiB during the copy, {k['peak_rss_mib']} MiB with "
+            f"`verify` (baseline {k['baseline_rss_mib']} MiB).",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -321,7 +335,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="short runs and a 100k-entry read side"
     )
-    parser.add_argument("--only", choices=sorted(SECTIONS), action="append")
+    parser.add_argument("--only", choices=sorted(SECTIONS | OPTIONAL_SECTIONS), action="append")
     parser.add_argument("--no-doc", action="store_true", help="do not rewrite docs/performance.md")
     args = parser.parse_args()
     admin_url = os.environ.get(
@@ -332,7 +346,9 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "machine": machine(),
-        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+        "command": "python bench/run.py"
+        + (" --quick" if args.quick else "")
+        + "".join(f" --only {name}" for name in args.only or ()),
     }
     if "writes" in sections:
         results["writes"] = run_writes(admin_url, seconds)
@@ -347,6 +363,9 @@ def main() -> None:
         results["reads"] = run_reads(
             admin_url, accounts, entries, repeat=200 if args.quick else 1000
         )
+    if "copy" in sections:
+        entries = 100_000 if args.quick else 1_000_000
+        results["copy"] = ledger_copy.run(admin_url, accounts=entries // 10, entries=entries)
     out = ROOT / "bench" / "results" / f"{results['date']}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -80,7 +80,11 @@ def test_models_and_migrations_agree(fresh_url: str) -> None:
     with engine.connect() as connection:
         context = MigrationContext.configure(
             connection,
-            opts={"include_object": migrations.include_object, "compare_type": True},
+            opts={
+                "include_object": migrations.include_object,
+                "compare_type": True,
+                "compare_server_default": True,  # review L2: writer_txid's default
+            },
         )
         drift = compare_metadata(context, Base.metadata)
     engine.dispose()

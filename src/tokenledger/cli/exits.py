@@ -3,10 +3,11 @@
 ===  ======================================================================
 0    success
 1    the ledger refused the request (insufficient funds, unknown account,
-     invalid amount or argument, idempotency conflict, closed stake...)
+     invalid amount or argument, idempotency conflict, closed stake, a
+     ``db copy`` target that holds ledger rows...)
 2    usage error: unknown command or option, bad or missing option value
 3    a check found problems (``verify``, ``chain reconcile``, ``demo``,
-     ``db current --check``)
+     ``db current --check``, ``db check``, a ``db copy`` that does not verify)
 4    the database could not be opened or used (bad or unreachable URL,
      missing driver, schema not at head, failed migration)
 5    an optional extra is missing (``cli``, or ``api`` for ``serve``)

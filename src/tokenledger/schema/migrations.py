@@ -13,7 +13,9 @@ autogenerate away from the ledger's tables with :func:`exclude_ledger_tables`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
 from typing import Any
@@ -24,13 +26,15 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from tokenledger.domain.errors import StorageError
 from tokenledger.storage.engines import create_engine
 from tokenledger.storage.models import Base
 
 __all__ = [
+    "DEFAULT_ATTEMPTS",
+    "DEFAULT_LOCK_TIMEOUT_MS",
     "DEFAULT_URL",
     "LEDGER_TABLES",
     "URL_ENV",
@@ -48,6 +52,14 @@ __all__ = [
 ]
 
 VERSION_TABLE = "tokenledger_alembic_version"
+
+# PostgreSQL: how long one revision waits for a table lock before it is
+# rolled back and tried again (writers queued behind it wait no longer).
+DEFAULT_LOCK_TIMEOUT_MS = 2_000
+# How many times an upgrade that lost a lock wait or a deadlock is run again.
+DEFAULT_ATTEMPTS = 8
+# SQLSTATEs that roll a revision back without harm: lock_not_available, deadlock_detected.
+_RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01"})
 URL_ENV = "TOKENLEDGER_DATABASE_URL"
 DEFAULT_URL = "sqlite:///tokenledger.db"
 
@@ -92,10 +104,93 @@ def alembic_config(url: str | None = None) -> Config:
     return config
 
 
-def upgrade(target: str | Engine | Connection | None = None, revision: str = "head") -> None:
-    """Upgrade the ledger's schema to ``revision`` (default: the newest)."""
-    with _configured(target) as config:
-        command.upgrade(config, revision)
+def upgrade(
+    target: str | Engine | Connection | None = None,
+    revision: str = "head",
+    *,
+    lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS,
+    attempts: int = DEFAULT_ATTEMPTS,
+    on_retry: Callable[[int, BaseException], None] | None = None,
+) -> None:
+    """Upgrade the ledger's schema to ``revision`` (default: the newest), while the host writes.
+
+    PostgreSQL: one revision per transaction, each under the migration
+    advisory lock (one deploy at a time) and with ``lock_timeout_ms`` on its
+    lock waits. A revision that times out, or loses a deadlock to a writer,
+    is rolled back whole and run again after a pause (at most ``attempts``
+    runs per revision; ``on_retry(attempt, error)`` is told of each); the
+    revisions already committed stay. SQLite: the whole upgrade in one
+    transaction under the write lock (``BEGIN IMMEDIATE``).
+
+    A caller's ``Connection`` inside a transaction runs every revision in
+    that transaction and is never retried: only the caller can run it again.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError: a revision failed, or every attempt
+            timed out.
+        alembic.util.CommandError: ``revision`` is unknown.
+    """
+    if isinstance(target, Connection) and target.in_transaction():
+        with _configured(target) as config:  # the caller's transaction: never retried here
+            config.attributes["lock_timeout_ms"] = lock_timeout_ms
+            command.upgrade(config, revision)
+        return
+    owned = not isinstance(target, Engine | Connection)
+    bind = target if isinstance(target, Engine | Connection) else create_engine(resolve_url(target))
+    try:
+        steps = [revision]
+        if bind.dialect.name == "postgresql":
+            # One revision per transaction: locks are held for one revision only.
+            start = current(bind)
+            if isinstance(bind, Connection):
+                bind.rollback()  # reading the version began a transaction; end it
+            steps = _steps_to(start, revision)
+        for step in steps:
+            _with_retries(bind, step, lock_timeout_ms, attempts, on_retry)
+    finally:
+        if owned and isinstance(bind, Engine):
+            bind.dispose()
+
+
+def _steps_to(start: str | None, revision: str) -> list[str]:
+    """The revisions from after ``start`` up to ``revision``, oldest first (linear history)."""
+    order = [name for name, _, _ in history()]
+    goal = head() if revision == "head" else revision
+    if goal not in order:
+        return [revision]  # let Alembic report (or resolve) it
+    first = order.index(start) + 1 if start in order else 0
+    return order[first : order.index(goal) + 1] or [goal]
+
+
+def _with_retries(
+    bind: Engine | Connection,
+    revision: str,
+    lock_timeout_ms: int,
+    attempts: int,
+    on_retry: Callable[[int, BaseException], None] | None,
+) -> None:
+    for attempt in range(1, max(attempts, 1) + 1):
+        try:
+            with _configured(bind) as config:
+                config.attributes["lock_timeout_ms"] = lock_timeout_ms
+                # A revision another deploy already applied is a no-op here.
+                command.upgrade(config, revision)
+            return
+        except DBAPIError as exc:
+            if attempt >= attempts or not _retryable(exc):
+                raise
+            if on_retry is not None:
+                on_retry(attempt, exc)
+            # Jittered backoff: let the writers queued behind the lock drain.
+            time.sleep(min(0.1 * 2**attempt, 3.0) * (0.5 + random.random()))  # noqa: S311
+
+
+def _retryable(exc: DBAPIError) -> bool:
+    orig = exc.orig
+    sqlstate = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    if sqlstate in _RETRYABLE_SQLSTATES:
+        return True
+    return "database is locked" in str(orig)  # SQLite's busy timeout ran out
 
 
 def downgrade(target: str | Engine | Connection | None, revision: str) -> None:
@@ -179,6 +274,8 @@ def _configured(target: str | Engine | Connection | None) -> Iterator[Config]:
         config.attributes["connection"] = target
         yield config
         return
-    with target.begin() as connection:
+    # No transaction here: env.py decides (one per revision on PostgreSQL,
+    # BEGIN IMMEDIATE on SQLite) and commits.
+    with target.connect() as connection:
         config.attributes["connection"] = connection
         yield config

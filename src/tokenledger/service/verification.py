@@ -201,9 +201,10 @@ def _unsealed_behind_head(
 ) -> None:
     """Entries the sealer has passed but that are not in the chain were added behind its back."""
     pending = 0
-    position = (head.last_txid, head.last_entry_id)
+    top = chain.transaction_ordered_top(connection)
+    position = chain.sealing_key(head.last_txid, head.last_entry_id, top)
     for entry in chain.unsealed_everywhere(connection):
-        if (entry.writer_txid, entry.id) <= position:
+        if chain.sealing_key(entry.writer_txid, entry.id, top) <= position:
             found.add(
                 "unsealed_entry",
                 f"entry {entry.id} is older than the sealed chain but not in it",

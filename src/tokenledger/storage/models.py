@@ -29,7 +29,10 @@ from sqlalchemy import (
     Text,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.types import TypeDecorator
 
 from tokenledger.domain.constants import MAX_ID_LENGTH
@@ -45,6 +48,7 @@ __all__ = [
     "EntryRow",
     "StakeRow",
     "UTCDateTime",
+    "WriterTxidDefault",
     "accounts_table",
     "chain_head_table",
     "chain_table",
@@ -97,6 +101,27 @@ def _partial_index(name: str, column: str, *more: str, unique: bool = False) -> 
     """An index over the rows where ``column`` is not NULL."""
     where = text(f"{column} IS NOT NULL")
     return Index(name, column, *more, unique=unique, postgresql_where=where, sqlite_where=where)
+
+
+class WriterTxidDefault(ColumnElement[int]):
+    """``writer_txid``'s server default, as revision 0003 sets it on each backend.
+
+    PostgreSQL: ``txid_current()``, the writing transaction (the sealer's
+    commit horizon needs it). SQLite: ``0``, its writers are serial.
+    """
+
+    type = BigInteger()
+    inherit_cache = True
+
+
+@compiles(WriterTxidDefault)
+def _writer_txid_default(element: WriterTxidDefault, compiler: SQLCompiler, **kw: Any) -> str:
+    return "0"
+
+
+@compiles(WriterTxidDefault, "postgresql")
+def _writer_txid_default_pg(element: WriterTxidDefault, compiler: SQLCompiler, **kw: Any) -> str:
+    return "txid_current()"
 
 
 # An autoincrementing 64-bit key; on SQLite only INTEGER aliases the rowid.
@@ -154,7 +179,9 @@ class EntryRow(Base):
     # Added by revision 0003: the writing transaction's id on PostgreSQL
     # (txid_current()); 0 on SQLite, whose writers are serial, and for rows
     # written before 0003. The chain sealer uses it to find a commit horizon.
-    writer_txid: Mapped[int] = mapped_column(BigInteger, nullable=False, server_default=text("0"))
+    writer_txid: Mapped[int] = mapped_column(
+        BigInteger, nullable=False, server_default=WriterTxidDefault()
+    )
     # Added by revision 0005: SHA-256 of every stored column above (encoding
     # version 2), written with the entry; NULL for entries older than 0005.
     digest: Mapped[str | None] = mapped_column(String(64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, text, tuple_, update
+from sqlalchemy import Connection, Row, func, insert, select, text, tuple_, update
 
 from tokenledger.storage.dialect import clock, is_postgresql
 from tokenledger.storage.models import (
@@ -30,6 +30,8 @@ __all__ = [
     "lock_head",
     "move_head",
     "read_head",
+    "sealing_key",
+    "transaction_ordered_top",
     "unsealed",
     "unsealed_everywhere",
     "walk",
@@ -127,8 +129,13 @@ def unsealed(
     """The next entries to seal, in sealing order (writer_txid, id).
 
     Entries written before revision 0003, and every entry on SQLite, have
-    writer_txid 0: they come first, in id order.
+    writer_txid 0: they come first, in id order. On SQLite (no horizon) a
+    ledger copied from PostgreSQL goes on in :func:`sealing_key`'s order.
     """
+    if horizon is None:
+        return _unsealed_serial(
+            connection, last_txid=last_txid, last_entry_id=last_entry_id, limit=limit
+        )
     rows: list[Row[Any]] = []
     if last_txid == 0:
         legacy = (
@@ -152,6 +159,74 @@ def unsealed(
         .limit(limit - len(rows))
     )
     rows.extend(connection.execute(statement))
+    return rows
+
+
+def transaction_ordered_top(connection: Connection) -> int | None:
+    """The largest id of an entry written with a PostgreSQL txid (``None``: there is none).
+
+    Only a ledger written on PostgreSQL, or copied from one, has such entries.
+    """
+    statement = select(func.max(_j.id)).where(_j.writer_txid > 0)
+    top = connection.execute(statement).scalar_one()
+    return None if top is None else int(top)
+
+
+def sealing_key(writer_txid: int, entry_id: int, top: int | None) -> tuple[int, int, int]:
+    """An entry's place in the sealing order, wherever the ledger has been written.
+
+    ``top``: :func:`transaction_ordered_top`. Three runs, one after the other:
+
+    0. entries with writer_txid 0 below ``top`` (written before revision
+       0003, or on SQLite before a copy to PostgreSQL), in id order;
+    1. entries written on PostgreSQL, in (writer_txid, id) order;
+    2. entries with writer_txid 0 above ``top``: written on SQLite after the
+       ledger was copied there from PostgreSQL, in id order.
+
+    On a ledger only one backend wrote, this is the plain (writer_txid, id) order.
+    """
+    if writer_txid > 0:
+        return (1, writer_txid, entry_id)
+    if top is not None and entry_id > top:
+        return (2, 0, entry_id)
+    return (0, 0, entry_id)
+
+
+def _unsealed_serial(
+    connection: Connection, *, last_txid: int, last_entry_id: int, limit: int
+) -> list[Row[Any]]:
+    """SQLite: every committed entry is visible to the one writer; seal in sealing_key order."""
+    top = transaction_ordered_top(connection)
+    run = sealing_key(last_txid, last_entry_id, top)[0]
+    rows: list[Row[Any]] = []
+    if run == 0:
+        legacy = select(journal).where(_j.writer_txid == 0, _j.id > last_entry_id)
+        if top is not None:
+            legacy = legacy.where(_j.id < top)
+        rows.extend(connection.execute(legacy.order_by(_j.id).limit(limit)))
+        if top is None:
+            return rows
+        last_txid, last_entry_id = 0, 0
+    if run <= 1 and top is not None and len(rows) < limit:
+        ordered = (
+            select(journal)
+            .where(
+                _j.writer_txid > 0,
+                tuple_(_j.writer_txid, _j.id) > tuple_(last_txid, last_entry_id),
+            )
+            .order_by(_j.writer_txid, _j.id)
+            .limit(limit - len(rows))
+        )
+        rows.extend(connection.execute(ordered))
+    if top is not None and len(rows) < limit:
+        after = last_entry_id if run == 2 else top
+        later = (
+            select(journal)
+            .where(_j.writer_txid == 0, _j.id > after)
+            .order_by(_j.id)
+            .limit(limit - len(rows))
+        )
+        rows.extend(connection.execute(later))
     return rows
 
 
