@@ -188,13 +188,20 @@ DAMAGE = {
 }
 
 
-@pytest.mark.parametrize("damage", sorted(DAMAGE))
+# Each damage on each backend that has the object (SQLite has no server functions).
+DAMAGE_CASES = [
+    pytest.param(damage, backend, marks=getattr(pytest.mark, backend), id=f"{damage}-{backend}")
+    for damage in sorted(DAMAGE)
+    for backend in ("sqlite", "postgresql")
+    if backend == "postgresql" or DAMAGE[damage][3] is not None
+]
+
+
+@pytest.mark.parametrize(("damage", "backend"), DAMAGE_CASES, indirect=["backend"])
 def test_each_kind_of_drift_is_named(damage: str, head_url: str, backend: str) -> None:
     kind, name, on_postgres, on_sqlite = DAMAGE[damage]
     if backend == "postgresql":
         _postgres(head_url, *on_postgres)
-    elif on_sqlite is None:
-        pytest.skip("PostgreSQL only: SQLite has no server functions")
     elif isinstance(on_sqlite, tuple):
         _sqlite_schema_edit(head_url, *on_sqlite)
     else:
