@@ -123,6 +123,8 @@ class LedgerCore:
         for name, value in (("failover_wait", failover_wait), ("commit_deadline", commit_deadline)):
             if value is not None and not value >= 0:
                 raise InvalidArgument(f"{name} must be 0 or more seconds, not {value!r}")
+        if require_synchronous and isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+            raise InvalidArgument("SQLite has no synchronous standby to require")
         if isinstance(bind, Engine) and read_engine is not None:
             self._binding: Binding = ReplicatedBinding(
                 bind,
