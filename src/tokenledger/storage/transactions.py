@@ -141,6 +141,9 @@ class Binding:
     poster: Poster
     failover_wait: float = 0.0  # seconds a write may wait for a new primary
     commit_deadline: float | None = None
+    # Keyed writes whose commit was cut and that were tried again (resolved by
+    # their key); for monitoring, approximate under threads.
+    in_doubt_retries: int = 0
 
     def write(self, scope: Scope = "transaction") -> AbstractContextManager[Connection]:
         """A connection inside a write transaction (see the module docstring)."""
@@ -205,11 +208,11 @@ class EngineBinding(Binding):
                 yield connection
             return
         with self._checkout(isolation=WRITE_ISOLATION) as connection:
-            self._before_write(connection)
             transaction = connection.begin()
             try:
                 if self._sqlite:
                     _begin_immediate(connection)
+                self._before_write(connection)
                 yield connection
             except BaseException:
                 with suppress(SQLAlchemyError):  # the connection may be gone already
@@ -461,6 +464,7 @@ def run_write(
                 if type(error) is StorageError:
                     error = OutcomeUnknown(f"the commit failed and its outcome is unknown: {error}")
                 raise error from cause
+            binding.in_doubt_retries += 1
         except DBAPIError as exc:
             error = translate(exc)
             away = binding.failover_wait > 0 and _primary_away(exc)
