@@ -322,6 +322,19 @@ def patroni_cluster() -> Iterator[Cluster]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+def rejoin(cluster: Cluster, node: Node) -> None:
+    """Bring a killed node back as a standby: a fresh base backup of the current primary.
+
+    Its old data may hold WAL the new primary never had (the commits that were
+    in flight when it died, none of them acknowledged), so it is not reused.
+    """
+    if node.process is not None and node.process.poll() is None:
+        raise RuntimeError(f"{node.name} is still running")
+    shutil.rmtree(node.directory, ignore_errors=True)
+    _start_node(cluster, node)
+    cluster.wait_until_synchronous()
+
+
 def _wait_for_port(port: int, what: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

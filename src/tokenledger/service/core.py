@@ -298,11 +298,17 @@ class LedgerCore:
             if key is None:  # only keyed writes can collide on a key
                 raise
             # On the primary: the entry that won may not have reached a replica yet.
-            return run_read(
+            answer = run_read(
                 self._binding,
                 lambda c: replay(c, journal.by_idempotency_key(c, key)),
                 primary=True,
             )
+            if isinstance(self._binding, EngineBinding):
+                # The first attempt may have been ended in doubt before its
+                # standby confirmed it: never answer success for an entry that
+                # synchronous replication has not confirmed.
+                self._binding.confirm_replicated()
+            return answer
 
     def _lock(self, connection: Connection, account_ids: set[str]) -> Locked:
         """Lock the accounts an operation touches; their figures and the ledger's clock."""

@@ -289,6 +289,21 @@ class EngineBinding(Binding):
             raise ReplicationUnavailable(problem)
         self._sync_checked = now
 
+    def confirm_replicated(self) -> None:
+        """With ``require_synchronous``: return once the standby has what is committed so far.
+
+        A transaction that takes a transaction id commits with a WAL record of
+        its own, and a synchronous commit waits until the standby confirms
+        that record, so everything committed before it is confirmed too
+        (under the commit deadline). Without ``require_synchronous``, nothing.
+
+        Raises:
+            ReplicationUnavailable: no synchronous standby is attached.
+            OutcomeUnknown: the confirmation outlived the commit deadline.
+        """
+        if self._require_synchronous:
+            run_write(self, lambda c: c.exec_driver_sql("SELECT txid_current()").scalar())
+
     def _committed(self, connection: Connection) -> None:
         """Called on the connection right after a commit succeeded (see ReplicatedBinding)."""
 
