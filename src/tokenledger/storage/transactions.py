@@ -72,7 +72,7 @@ from tokenledger.domain.errors import (
     StorageError,
 )
 from tokenledger.storage.posting import IdempotencyKeyTaken, Poster, Scope, poster_for
-from tokenledger.storage.watchdog import CommitWatchdog
+from tokenledger.storage.watchdog import WATCHDOG
 
 __all__ = [
     "COMMIT_DEADLINE",
@@ -195,9 +195,6 @@ class EngineBinding(Binding):
         self._server_default: str | None = None
         self.failover_wait = 0.0 if self._sqlite else failover_wait
         self.commit_deadline = None if self._sqlite else commit_deadline
-        self._watchdog = (
-            None if self.commit_deadline is None else CommitWatchdog(engine, self.commit_deadline)
-        )
         self._require_synchronous = require_synchronous and not self._sqlite
         self._sync_checked = -float("inf")
 
@@ -251,11 +248,12 @@ class EngineBinding(Binding):
     @contextmanager
     def _deadline(self, connection: Connection) -> Iterator[None]:
         """Run the block under the commit deadline; overdue means ``_CommitFailed(overdue)``."""
-        watchdog = self._watchdog
-        if watchdog is None:
+        deadline = self.commit_deadline
+        if deadline is None:
             yield
             return
-        token = watchdog.start(connection)
+        watchdog = WATCHDOG
+        token = watchdog.start(self.engine, connection, deadline)
         try:
             yield
         except DBAPIError as exc:

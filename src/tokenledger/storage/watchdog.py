@@ -12,9 +12,10 @@ terminate it. The call then reports the write as in doubt (``OutcomeUnknown``):
 the entry may be committed on the primary, and only its idempotency key can
 tell.
 
-One daemon thread serves every guarded commit of a binding; it sleeps until
-the earliest deadline, so a guarded commit costs a dictionary insert and
-removal, no thread and no round trip. The backend's pid comes from the
+One daemon thread serves every guarded commit of the process (``WATCHDOG``,
+started at the first one); it sleeps until the earliest deadline, so a
+guarded commit costs a heap push and a dictionary removal, no thread and no
+round trip. The backend's pid comes from the
 driver (libpq knows it), also without a round trip.
 """
 
@@ -26,12 +27,13 @@ import os
 import socket
 import threading
 import time
+import weakref
 from contextlib import suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, text
 
-__all__ = ["CommitWatchdog", "backend_pid"]
+__all__ = ["WATCHDOG", "CommitWatchdog", "backend_pid"]
 
 
 def backend_pid(connection: Connection) -> int | None:
@@ -45,23 +47,22 @@ def backend_pid(connection: Connection) -> int | None:
 
 
 class CommitWatchdog:
-    """Terminates a backend whose guarded commit outlives ``deadline`` seconds."""
+    """Terminates a backend whose guarded commit outlives its deadline."""
 
-    def __init__(self, engine: Engine, deadline: float) -> None:
-        self.deadline = deadline
-        self._engine = engine
-        self._side: Engine | None = None
+    def __init__(self) -> None:
+        # A side engine per host engine, gone with it.
+        self._sides: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
         self._condition = threading.Condition()
         self._tokens = itertools.count(1)
-        # token -> (pid, socket descriptor); the heap orders tokens by due time
-        self._watched: dict[int, tuple[int, int | None]] = {}
+        # token -> (engine, pid, socket descriptor); the heap orders tokens by due time
+        self._watched: dict[int, tuple[Engine, int, int | None]] = {}
         self._due: list[tuple[float, int]] = []
         self._ending: set[int] = set()  # being terminated right now
         self._ended: set[int] = set()
         self._thread: threading.Thread | None = None
 
-    def start(self, connection: Connection) -> int | None:
-        """Watch the commit about to run on ``connection``; a token for ``stop``."""
+    def start(self, engine: Engine, connection: Connection, deadline: float) -> int | None:
+        """Watch the commit about to run on ``connection`` of ``engine``; a token for ``stop``."""
         pid = backend_pid(connection)
         if pid is None:
             return None
@@ -72,8 +73,13 @@ class CommitWatchdog:
             descriptor = None
         with self._condition:
             token = next(self._tokens)
-            self._watched[token] = (pid, descriptor)
-            heapq.heappush(self._due, (time.monotonic() + self.deadline, token))
+            self._watched[token] = (engine, pid, descriptor)
+            if len(self._due) > 2 * len(self._watched) + 1024:
+                # Commits that ended in time leave their due times behind: drop
+                # them now and then (amortised), not only when the thread wakes.
+                self._due = [item for item in self._due if item[1] in self._watched]
+                heapq.heapify(self._due)
+            heapq.heappush(self._due, (time.monotonic() + deadline, token))
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="tokenledger-commit-watchdog", daemon=True
@@ -108,23 +114,23 @@ class CommitWatchdog:
                         heapq.heappop(self._due)  # stopped in time
                     if self._due and self._due[0][0] <= time.monotonic():
                         _, token = heapq.heappop(self._due)
-                        pid, descriptor = self._watched.pop(token)
+                        engine, pid, descriptor = self._watched.pop(token)
                         self._ending.add(token)
                         break
                     timeout = self._due[0][0] - time.monotonic() if self._due else None
                     self._condition.wait(timeout)
             try:
-                self._end(pid, descriptor)
+                self._end(engine, pid, descriptor)
             finally:
                 with self._condition:
                     self._ending.discard(token)
                     self._ended.add(token)
                     self._condition.notify_all()
 
-    def _end(self, pid: int, descriptor: int | None) -> None:
+    def _end(self, engine: Engine, pid: int, descriptor: int | None) -> None:
         """Terminate the backend, then make sure the client side returns too."""
         # The server may be unreachable: the socket below still closes.
-        with suppress(Exception), self._side_engine().connect() as side:
+        with suppress(Exception), self._side_engine(engine).connect() as side:
             side.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         if descriptor is not None:
             with suppress(OSError):
@@ -136,10 +142,16 @@ class CommitWatchdog:
                 finally:
                     duplicate.close()
 
-    def _side_engine(self) -> Engine:
+    def _side_engine(self, engine: Engine) -> Engine:
         # A pool of its own, built from the engine's own pool (same connect
         # function and arguments), so a pool full of stuck commits cannot
-        # starve the watchdog. The ledger created it, so it may dispose it.
-        if self._side is None:
-            self._side = create_engine(self._engine.url, pool=self._engine.pool.recreate())
-        return self._side
+        # starve the watchdog.
+        side = self._sides.get(engine)
+        if side is None:
+            side = create_engine(engine.url, pool=engine.pool.recreate())
+            self._sides[engine] = side
+        return side
+
+
+# The one watchdog of the process.
+WATCHDOG = CommitWatchdog()
