@@ -50,7 +50,7 @@ MODES = ("local", "on", "remote_apply")
 WRITERS = 8
 
 
-def _tps(cluster: patroni.Cluster, mode: str, seconds: float) -> float:
+def _tps(cluster: patroni.Cluster, mode: str, seconds: float, run: int) -> float:
     engine = create_engine(
         cluster.primary().url(),
         pool_size=WRITERS,
@@ -58,7 +58,7 @@ def _tps(cluster: patroni.Cluster, mode: str, seconds: float) -> float:
     )
     try:
         ledger = Ledger(engine)
-        accounts = [f"tps-{mode}-{i}" for i in range(2 * WRITERS)]
+        accounts = [f"tps-{mode}-{run}-{i}" for i in range(2 * WRITERS)]
         for account in accounts:
             ledger.create_account(account, 1_000_000)
         done = [0] * WRITERS
@@ -186,7 +186,10 @@ def main() -> None:
         sys.exit(f"bench/replication.py: {missing}")
     with patroni.patroni_cluster() as cluster:
         migrations.upgrade(cluster.primary().url())
-        tps = {mode: [round(_tps(cluster, mode, seconds)) for _ in range(runs)] for mode in MODES}
+        tps = {
+            mode: [round(_tps(cluster, mode, seconds, run)) for run in range(runs)]
+            for mode in MODES
+        }
         result: dict[str, Any] = {
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {platform.python_version()}",
