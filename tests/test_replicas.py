@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.exc import OperationalError
 
+from conftest import with_driver
 from exercise import every_operation
 from tokenledger import (
     InvalidArgument,
@@ -252,3 +253,69 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+@pytest.mark.postgresql
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
+@pytest.mark.parametrize("key", [None, "ended-1"])
+def test_a_one_statement_write_ended_by_the_server_is_in_doubt_unless_keyed(
+    pg_engine: Engine, driver: str, key: str | None
+) -> None:
+    """A session ended mid-statement (57P01) may have been ended in its commit.
+
+    Ended while waiting for a synchronous standby, the entry is committed
+    although the client sees an error; so an unkeyed write is never retried
+    (``OutcomeUnknown``), and a keyed one is retried and written once.
+    (psycopg 3 reports the 57P01; psycopg2 only a closed connection.)
+    """
+    engine = create_engine(with_driver(pg_engine.url.render_as_string(False), driver))
+    try:
+        _ended_mid_statement(engine, key)
+    finally:
+        engine.dispose()
+
+
+def _ended_mid_statement(pg_engine: Engine, key: str | None) -> None:
+    ledger = Ledger(pg_engine, commit_deadline=None)
+    ledger.create_account("alice", 10)
+    ledger.create_account("bob", 0)
+    outcome: list[object] = []
+
+    def write() -> None:
+        try:
+            outcome.append(ledger.transfer("alice", "bob", 1, "pay", idempotency_key=key))
+        except Exception as exc:
+            outcome.append(exc)
+
+    with (
+        pg_engine.connect() as holder,
+        pg_engine.connect().execution_options(isolation_level="AUTOCOMMIT") as watcher,
+    ):
+        holder.execute(text("SELECT 1 FROM token_accounts WHERE account_id = 'bob' FOR UPDATE"))
+        writer = threading.Thread(target=write)
+        writer.start()
+        pid = None
+        for _ in range(200):
+            # Its own connection, in autocommit: pg_stat_activity is a snapshot per transaction.
+            pid = watcher.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%post_entry%' AND pid <> pg_backend_pid()"
+                )
+            ).scalar()
+            if pid is not None:
+                break
+            time.sleep(0.02)
+        assert pid is not None
+        watcher.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        time.sleep(0.2)
+        holder.rollback()
+    writer.join(timeout=30)
+    if key is None:
+        assert len(outcome) == 1
+        assert isinstance(outcome[0], OutcomeUnknown)
+        assert ledger.get_balance("bob") == Decimal(0)  # ended before its commit, this time
+    else:
+        assert [type(o).__name__ for o in outcome] == ["LedgerEntry"]
+        assert ledger.get_balance("bob") == Decimal(1)
+        assert len(ledger.get_statement("bob")) == 1

@@ -109,6 +109,8 @@ _PRIMARY_AWAY_SQLSTATES = {
     "57P03",  # cannot_connect_now: the database system is starting up
     "25006",  # read_only_sql_transaction: reached a standby (a demoted primary)
 }
+# The session was ended by the server (pg_terminate_backend, a shutdown).
+_ENDED_SQLSTATES = {"57P01", "57P02"}
 MAX_ATTEMPTS = 5
 # Seconds a commit (or a one-statement write) may take before it is ended and in doubt.
 COMMIT_DEADLINE = 30.0
@@ -238,9 +240,11 @@ class EngineBinding(Binding):
                 with self._deadline(connection):
                     yield connection
             except DBAPIError as exc:
-                # Without an SQLSTATE the server never answered: it may have
-                # committed the statement or not.
-                if _sqlstate(exc) is None:
+                # Without an SQLSTATE the server never answered, and a session
+                # ended mid-statement may have been ended in its commit (while
+                # waiting for a synchronous standby, the entry is committed
+                # although the client sees 57P01): it may have committed or not.
+                if _sqlstate(exc) is None or _sqlstate(exc) in _ENDED_SQLSTATES:
                     raise _CommitFailed(exc) from exc
                 raise
             self._committed(connection)
