@@ -11,7 +11,11 @@ Settings the ledger's guarantees rest on (docs/replication.md):
 ``wal_retrieve_retry_interval = 200ms`` (a promoted standby does not sit out
 the default 5 s before it notices the primary is gone) and
 ``hot_standby_feedback`` (fewer recovery conflicts on replica reads).
-A short Patroni ``ttl`` keeps a failover within seconds.
+A short Patroni ``ttl`` keeps a failover within seconds. ``maximum_lag_on_failover``
+stays at its default (1 MB): the dead primary's last reported WAL position may
+include commits in flight that no client saw acknowledged, and a limit of 0
+would then forbid the promotion of the very standby that has every
+acknowledged commit.
 """
 
 from __future__ import annotations
@@ -218,7 +222,6 @@ def _node_config(cluster: Cluster, node: Node) -> str:
                 "ttl": TTL,
                 "loop_wait": 1,
                 "retry_timeout": 3,
-                "maximum_lag_on_failover": 0,
                 "synchronous_mode": True,
                 "postgresql": {
                     "use_pg_rewind": False,
