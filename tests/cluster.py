@@ -157,13 +157,20 @@ class Cluster:
         raise RuntimeError("no node is a standby")
 
     def wait_until_synchronous(self, timeout: float = START_TIMEOUT) -> None:
-        """Until the primary has a streaming standby in ``sync`` state."""
+        """Until the primary has a streaming standby in ``sync`` state, and Patroni knows it.
+
+        Patroni names the standby in ``synchronous_standby_names`` first and
+        records it as the synchronous one in etcd a loop later; only then may
+        it be promoted.
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with suppress(RuntimeError):
                 primary = self.primary()
                 out = _psql(primary, "SELECT sync_state FROM pg_stat_replication")
-                if "sync" in out.split():
+                status, body = primary.api("/cluster")
+                roles = [m.get("role") for m in (body or {}).get("members", [])]
+                if "sync" in out.split() and status == 200 and "sync_standby" in roles:
                     return
             time.sleep(0.2)
         raise RuntimeError(f"no synchronous standby within {timeout} s; see {self.directory}")
