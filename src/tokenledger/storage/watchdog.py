@@ -35,6 +35,9 @@ from sqlalchemy import Connection, Engine, create_engine, text
 
 __all__ = ["WATCHDOG", "CommitWatchdog", "backend_pid"]
 
+# Seconds the watchdog waits for pg_terminate_backend before it closes the socket anyway.
+TERMINATE_WAIT = 2.0
+
 
 def backend_pid(connection: Connection) -> int | None:
     """The server process serving ``connection`` (psycopg2 and psycopg 3), no round trip."""
@@ -52,6 +55,7 @@ class CommitWatchdog:
     def __init__(self) -> None:
         # A side engine per host engine, gone with it.
         self._sides: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary()
+        self._sides_lock = threading.Lock()
         self._condition = threading.Condition()
         self._tokens = itertools.count(1)
         # token -> (engine, pid, socket descriptor); the heap orders tokens by due time
@@ -119,19 +123,37 @@ class CommitWatchdog:
                         break
                     timeout = self._due[0][0] - time.monotonic() if self._due else None
                     self._condition.wait(timeout)
-            try:
-                self._end(engine, pid, descriptor)
-            finally:
-                with self._condition:
-                    self._ending.discard(token)
-                    self._ended.add(token)
-                    self._condition.notify_all()
+            # Each overdue commit is ended on a thread of its own: one whose
+            # server cannot be reached must not delay the others.
+            threading.Thread(
+                target=self._finish,
+                args=(token, engine, pid, descriptor),
+                name="tokenledger-commit-ender",
+                daemon=True,
+            ).start()
+
+    def _finish(self, token: int, engine: Engine, pid: int, descriptor: int | None) -> None:
+        try:
+            self._end(engine, pid, descriptor)
+        finally:
+            with self._condition:
+                self._ending.discard(token)
+                self._ended.add(token)
+                self._condition.notify_all()
 
     def _end(self, engine: Engine, pid: int, descriptor: int | None) -> None:
         """Terminate the backend, then make sure the client side returns too."""
-        # The server may be unreachable: the socket below still closes.
-        with suppress(Exception), self._side_engine(engine).connect() as side:
-            side.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        def terminate() -> None:
+            with suppress(Exception), self._side_engine(engine).connect() as side:
+                side.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+        # Terminating first lets the server release the backend's locks; the
+        # server may be unreachable, so that gets a bounded wait, and the
+        # socket below closes in any case.
+        terminator = threading.Thread(target=terminate, daemon=True)
+        terminator.start()
+        terminator.join(TERMINATE_WAIT)
         if descriptor is not None:
             with suppress(OSError):
                 # A duplicate of the driver's socket: shutting it down wakes the
@@ -146,11 +168,12 @@ class CommitWatchdog:
         # A pool of its own, built from the engine's own pool (same connect
         # function and arguments), so a pool full of stuck commits cannot
         # starve the watchdog.
-        side = self._sides.get(engine)
-        if side is None:
-            side = create_engine(engine.url, pool=engine.pool.recreate())
-            self._sides[engine] = side
-        return side
+        with self._sides_lock:
+            side = self._sides.get(engine)
+            if side is None:
+                side = create_engine(engine.url, pool=engine.pool.recreate())
+                self._sides[engine] = side
+            return side
 
 
 # The one watchdog of the process.
