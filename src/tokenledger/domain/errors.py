@@ -19,7 +19,8 @@ changed nothing in the database::
     ├── InternalError            the ledger contradicted itself (a bug); nothing was written
     └── StorageError             the database failed or could not be reached
         ├── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
-        └── OutcomeUnknown       a write that may or may not have committed
+        ├── OutcomeUnknown       a write that may or may not have committed
+        └── ReplicationUnavailable  synchronous replication is required and missing
 
 ``StorageError`` is the one case where the outcome may be unknown to the
 caller: if the connection is lost while a COMMIT is in flight, the database may
@@ -43,6 +44,7 @@ __all__ = [
     "LedgerError",
     "NotSealed",
     "OutcomeUnknown",
+    "ReplicationUnavailable",
     "StakeClosed",
     "StakeExpired",
     "StakeNotFound",
@@ -184,4 +186,14 @@ class ConcurrencyConflict(StorageError):
     """A deadlock, serialization failure or lock timeout outlasted the retries.
 
     Nothing was written; the call may be retried as it is.
+    """
+
+
+class ReplicationUnavailable(StorageError):
+    """The ledger requires synchronous replication and the primary has none to offer.
+
+    Raised before a write, with nothing written, by a ledger built with
+    ``require_synchronous=True`` when no synchronous standby is attached (or
+    the session's ``synchronous_commit`` does not wait for one). Retry once
+    the standby is back.
     """

@@ -36,8 +36,10 @@ from tokenledger.schema.migrations import ensure_embedded_schema
 from tokenledger.storage.engines import create_engine
 from tokenledger.storage.group_commit import GroupCommitter
 from tokenledger.storage.posting import Outcome
+from tokenledger.storage.replication import REPLICA_WAIT, ReplicatedBinding
 from tokenledger.storage.repository import journal
 from tokenledger.storage.transactions import (
+    COMMIT_DEADLINE,
     Binding,
     EngineBinding,
     IdempotencyKeyTaken,
@@ -75,7 +77,17 @@ class LedgerCore:
     calls into one transaction that commits when the block ends.
     """
 
-    def __init__(self, bind: Engine | Connection | Session, *, group_commit: bool = False) -> None:
+    def __init__(
+        self,
+        bind: Engine | Connection | Session,
+        read_engine: Engine | None = None,
+        *,
+        group_commit: bool = False,
+        commit_deadline: float | None = COMMIT_DEADLINE,
+        require_synchronous: bool = False,
+        failover_wait: float = 0.0,
+        replica_wait: float = REPLICA_WAIT,
+    ) -> None:
         """Bind a ledger to an engine (it runs its own transactions) or a caller's.
 
         With ``group_commit``, concurrent ``transfer``, ``mint`` and ``burn``
@@ -85,12 +97,54 @@ class LedgerCore:
         It needs an engine: inside a caller's transaction there is nothing
         to share.
 
+        Replicas and failover (docs/replication.md), all with an engine only:
+
+        * ``read_engine``: a replica (or the host's read-only pool) that
+          serves reads; a read after a write through this ledger waits, for
+          at most ``replica_wait`` seconds, until the replica has replayed
+          it, and reads from the primary past that.
+        * ``commit_deadline``: seconds a commit may take (a synchronous
+          standby gone missing makes it wait forever); past it the ledger
+          ends the commit and raises ``OutcomeUnknown``. ``None`` waits as
+          long as the server does.
+        * ``require_synchronous``: refuse writes (``ReplicationUnavailable``)
+          while no synchronous standby is attached.
+        * ``failover_wait``: seconds a write whose primary went away keeps
+          trying (with a multi-host URL and ``target_session_attrs=read-write``,
+          until the new primary answers); a keyed write whose commit was cut
+          is resolved there by its key: the first entry, or written once.
+
         Raises:
             InvalidArgument: a connection or session in autocommit, or ``bind``
-                is not an Engine, Connection or Session; ``group_commit`` with
-                a connection or session.
+                is not an Engine, Connection or Session; ``group_commit`` or a
+                ``read_engine`` with a connection or session; a read engine of
+                another dialect; a negative wait or deadline.
         """
-        self._binding: Binding = binding_for(bind)
+        for name, value in (("failover_wait", failover_wait), ("commit_deadline", commit_deadline)):
+            if value is not None and not value >= 0:
+                raise InvalidArgument(f"{name} must be 0 or more seconds, not {value!r}")
+        if require_synchronous and isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+            raise InvalidArgument("SQLite has no synchronous standby to require")
+        if isinstance(bind, Engine) and read_engine is not None:
+            self._binding: Binding = ReplicatedBinding(
+                bind,
+                read_engine,
+                replica_wait=replica_wait,
+                commit_deadline=commit_deadline,
+                require_synchronous=require_synchronous,
+                failover_wait=failover_wait,
+            )
+        elif isinstance(bind, Engine):
+            self._binding = EngineBinding(
+                bind,
+                commit_deadline=commit_deadline,
+                require_synchronous=require_synchronous,
+                failover_wait=failover_wait,
+            )
+        elif read_engine is not None:
+            raise InvalidArgument("a read engine needs the ledger on an Engine, not a caller's")
+        else:
+            self._binding = binding_for(bind)
         self._engine: Engine | None = bind if isinstance(bind, Engine) else None
         self._owns_engine = False
         self._group: GroupCommitter | None = None
@@ -243,7 +297,18 @@ class LedgerCore:
         except IdempotencyKeyTaken:
             if key is None:  # only keyed writes can collide on a key
                 raise
-            return run_read(self._binding, lambda c: replay(c, journal.by_idempotency_key(c, key)))
+            # On the primary: the entry that won may not have reached a replica yet.
+            answer = run_read(
+                self._binding,
+                lambda c: replay(c, journal.by_idempotency_key(c, key)),
+                primary=True,
+            )
+            if isinstance(self._binding, EngineBinding):
+                # The first attempt may have been ended in doubt before its
+                # standby confirmed it: never answer success for an entry that
+                # synchronous replication has not confirmed.
+                self._binding.confirm_replicated()
+            return answer
 
     def _lock(self, connection: Connection, account_ids: set[str]) -> Locked:
         """Lock the accounts an operation touches; their figures and the ledger's clock."""

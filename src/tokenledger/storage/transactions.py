@@ -33,6 +33,17 @@ Reads take no locks. A plain read runs each statement on its own
 (``snapshot=True``) sees one consistent state: REPEATABLE READ on
 PostgreSQL, one read transaction on SQLite.
 
+A commit on PostgreSQL has a deadline (``commit_deadline``, default
+``COMMIT_DEADLINE``): past it the backend is terminated by
+``storage.watchdog`` and the write is in doubt (``OutcomeUnknown``), never a
+hang and never a success the ledger cannot vouch for. With
+``require_synchronous`` every write first makes sure a synchronous standby is
+attached (``ReplicationUnavailable`` otherwise, checked at most once a
+second). With ``failover_wait``, a write whose primary went away is tried
+again, with backoff, until a writable primary answers or the wait is over
+(docs/replication.md). ``storage.replication.ReplicatedBinding`` adds a read
+engine (a replica) to an ``EngineBinding``.
+
 Driver errors become ledger errors in one place, ``translate``. Every
 statement goes through SQLAlchemy's ``Connection``, so engine events
 (``before_cursor_execute``, tracing) see all of them.
@@ -57,11 +68,14 @@ from tokenledger.domain.errors import (
     InvalidArgument,
     LedgerError,
     OutcomeUnknown,
+    ReplicationUnavailable,
     StorageError,
 )
 from tokenledger.storage.posting import IdempotencyKeyTaken, Poster, Scope, poster_for
+from tokenledger.storage.watchdog import WATCHDOG
 
 __all__ = [
+    "COMMIT_DEADLINE",
     "MAX_ATTEMPTS",
     "Binding",
     "ConnectionBinding",
@@ -87,7 +101,21 @@ _RETRYABLE_SQLSTATES = {
     "55P03",  # lock_not_available
 }
 _TIMEOUT_SQLSTATES = {"57014"}  # query_canceled, e.g. statement_timeout
+# The primary is going away or not there yet (a failover in progress): nothing
+# was done, and a new primary may answer soon.
+_PRIMARY_AWAY_SQLSTATES = {
+    "57P01",  # admin_shutdown: terminating connection due to administrator command
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now: the database system is starting up
+    "25006",  # read_only_sql_transaction: reached a standby (a demoted primary)
+}
+# The session was ended by the server (pg_terminate_backend, a shutdown).
+_ENDED_SQLSTATES = {"57P01", "57P02"}
 MAX_ATTEMPTS = 5
+# Seconds a commit (or a one-statement write) may take before it is ended and in doubt.
+COMMIT_DEADLINE = 30.0
+# How often, at most, ``require_synchronous`` asks the primary about its standbys.
+SYNC_CHECK_INTERVAL = 1.0
 # The isolation level of every transaction the ledger owns on PostgreSQL.
 WRITE_ISOLATION = "READ COMMITTED"
 SNAPSHOT_ISOLATION = "REPEATABLE READ"
@@ -95,11 +123,16 @@ AUTOCOMMIT = "AUTOCOMMIT"
 
 
 class _CommitFailed(Exception):
-    """COMMIT itself (or an autocommit statement) failed: the outcome is unknown here."""
+    """COMMIT itself (or an autocommit statement) failed: the outcome is unknown here.
 
-    def __init__(self, cause: DBAPIError) -> None:
-        super().__init__(str(cause))
+    ``overdue``: the commit outlived the deadline and its backend was ended
+    (``cause`` is then what the driver said, if anything).
+    """
+
+    def __init__(self, cause: DBAPIError | None, *, overdue: bool = False) -> None:
+        super().__init__(str(cause) if cause is not None else "the commit was overdue")
         self.cause = cause
+        self.overdue = overdue
 
 
 class Binding:
@@ -108,14 +141,29 @@ class Binding:
     owns_transactions: bool
     dialect_name: str
     poster: Poster
+    failover_wait: float = 0.0  # seconds a write may wait for a new primary
+    commit_deadline: float | None = None
+    # Keyed writes whose commit was cut and that were tried again (resolved by
+    # their key); for monitoring, approximate under threads.
+    in_doubt_retries: int = 0
 
     def write(self, scope: Scope = "transaction") -> AbstractContextManager[Connection]:
         """A connection inside a write transaction (see the module docstring)."""
         raise NotImplementedError
 
-    def read(self, *, snapshot: bool = False) -> AbstractContextManager[Connection]:
-        """A connection for reading; one consistent snapshot when ``snapshot``."""
+    def read(
+        self, *, snapshot: bool = False, primary: bool = False
+    ) -> AbstractContextManager[Connection]:
+        """A connection for reading; one consistent snapshot when ``snapshot``.
+
+        ``primary``: the read must see the primary itself (a binding with a
+        replica otherwise may read there).
+        """
         raise NotImplementedError
+
+    def retry_read(self, exc: DBAPIError) -> bool:
+        """Whether a read that failed with ``exc`` is worth running again (on the primary)."""
+        return self.owns_transactions and exc.connection_invalidated
 
 
 class EngineBinding(Binding):
@@ -123,12 +171,22 @@ class EngineBinding(Binding):
 
     owns_transactions = True
 
-    def __init__(self, engine: Engine, *, first_use: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        first_use: Callable[[], None] | None = None,
+        commit_deadline: float | None = COMMIT_DEADLINE,
+        require_synchronous: bool = False,
+        failover_wait: float = 0.0,
+    ) -> None:
         """Bind to ``engine``; ``first_use`` runs once before the first connection is used.
 
         ``first_use`` (creating an embedded database, say) is retried at the
         next call if it fails, so a database that was away at start-up is
-        picked up when it comes back.
+        picked up when it comes back. ``commit_deadline``,
+        ``require_synchronous`` and ``failover_wait``: see the module
+        docstring (PostgreSQL only; SQLite has no standby to wait for).
         """
         self.engine = engine
         self.dialect_name = engine.dialect.name
@@ -137,6 +195,10 @@ class EngineBinding(Binding):
         self._first_use = first_use
         self._first_use_lock = threading.Lock()
         self._server_default: str | None = None
+        self.failover_wait = 0.0 if self._sqlite else failover_wait
+        self.commit_deadline = None if self._sqlite else commit_deadline
+        self._require_synchronous = require_synchronous and not self._sqlite
+        self._sync_checked = -float("inf")
 
     @contextmanager
     def write(self, scope: Scope = "transaction") -> Iterator[Connection]:
@@ -149,13 +211,15 @@ class EngineBinding(Binding):
             try:
                 if self._sqlite:
                     _begin_immediate(connection)
+                self._before_write(connection)
                 yield connection
             except BaseException:
                 with suppress(SQLAlchemyError):  # the connection may be gone already
                     transaction.rollback()
                 raise
             try:
-                transaction.commit()
+                with self._deadline(connection):
+                    transaction.commit()
             except DBAPIError as exc:
                 raise _CommitFailed(exc) from exc
             except PendingRollbackError as exc:
@@ -164,22 +228,89 @@ class EngineBinding(Binding):
                 raise StorageError(
                     "the connection was lost inside the transaction; nothing was committed"
                 ) from exc
+            self._committed(connection)
 
     @contextmanager
     def _autocommit_statement(self) -> Iterator[Connection]:
         """One statement that is its own transaction (PostgreSQL)."""
         with self._checkout(isolation=AUTOCOMMIT) as connection:
+            self._before_write(connection)
             try:
-                yield connection
+                # The statement and its commit are one: the deadline covers both.
+                with self._deadline(connection):
+                    yield connection
             except DBAPIError as exc:
-                # Without an SQLSTATE the server never answered: it may have
-                # committed the statement or not.
-                if _sqlstate(exc) is None:
+                # Without an SQLSTATE the server never answered, and a session
+                # ended mid-statement may have been ended in its commit (while
+                # waiting for a synchronous standby, the entry is committed
+                # although the client sees 57P01): it may have committed or not.
+                if _sqlstate(exc) is None or _sqlstate(exc) in _ENDED_SQLSTATES:
                     raise _CommitFailed(exc) from exc
                 raise
+            self._committed(connection)
 
     @contextmanager
-    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+    def _deadline(self, connection: Connection) -> Iterator[None]:
+        """Run the block under the commit deadline; overdue means ``_CommitFailed(overdue)``."""
+        deadline = self.commit_deadline
+        if deadline is None:
+            yield
+            return
+        watchdog = WATCHDOG
+        token = watchdog.start(self.engine, connection, deadline)
+        try:
+            yield
+        except DBAPIError as exc:
+            if watchdog.stop(token):
+                connection.invalidate()
+                raise _CommitFailed(exc, overdue=True) from exc
+            raise
+        except BaseException:
+            if watchdog.stop(token):
+                connection.invalidate()
+            raise
+        if watchdog.stop(token):
+            # It returned, but its backend was being ended: what it said cannot be trusted.
+            connection.invalidate()
+            raise _CommitFailed(None, overdue=True)
+
+    def _before_write(self, connection: Connection) -> None:
+        """With ``require_synchronous``: refuse to write without a synchronous standby.
+
+        Raises:
+            ReplicationUnavailable: no synchronous standby is attached, or the
+                session does not wait for one.
+        """
+        if not self._require_synchronous:
+            return
+        now = time.monotonic()
+        if now - self._sync_checked < SYNC_CHECK_INTERVAL:
+            return
+        problem = synchronous_problem(connection)
+        if problem is not None:
+            raise ReplicationUnavailable(problem)
+        self._sync_checked = now
+
+    def confirm_replicated(self) -> None:
+        """With ``require_synchronous``: return once the standby has what is committed so far.
+
+        A transaction that takes a transaction id commits with a WAL record of
+        its own, and a synchronous commit waits until the standby confirms
+        that record, so everything committed before it is confirmed too
+        (under the commit deadline). Without ``require_synchronous``, nothing.
+
+        Raises:
+            ReplicationUnavailable: no synchronous standby is attached.
+            OutcomeUnknown: the confirmation outlived the commit deadline.
+        """
+        if self._require_synchronous:
+            run_write(self, lambda c: c.exec_driver_sql("SELECT txid_current()").scalar())
+
+    def _committed(self, connection: Connection) -> None:
+        """Called on the connection right after a commit succeeded (see ReplicatedBinding)."""
+
+    @contextmanager
+    def read(self, *, snapshot: bool = False, primary: bool = False) -> Iterator[Connection]:
         with self._checkout(isolation=SNAPSHOT_ISOLATION if snapshot else AUTOCOMMIT) as connection:
             if self._sqlite and snapshot:
                 _begin(connection)
@@ -260,7 +391,7 @@ class ConnectionBinding(Binding):
             yield connection
 
     @contextmanager
-    def read(self, *, snapshot: bool = False) -> Iterator[Connection]:
+    def read(self, *, snapshot: bool = False, primary: bool = False) -> Iterator[Connection]:
         yield self.connection
 
 
@@ -315,30 +446,107 @@ def run_write(
     connection before COMMIT is retried up to ``MAX_ATTEMPTS`` times: nothing
     was committed, so running again cannot write twice. A failure during
     COMMIT leaves the outcome unknown; it is retried only when ``idempotent``
-    (the call has an idempotency key, so a retry returns the first result).
+    (the call has an idempotency key, and ``work`` looks it up first, so a
+    retry finds the entry if the first attempt committed it, and writes it
+    once if not). A commit that outlived the deadline is never retried here:
+    it is ``OutcomeUnknown`` at once (a retry would wait as long again).
+
+    When the primary went away (a lost connection, a refused connect, a
+    server shutting down or still in recovery), the binding's
+    ``failover_wait`` extends the retries with backoff until a writable
+    primary answers (a multi-host URL with ``target_session_attrs=read-write``
+    finds the new one) or the wait is over.
 
     Raises:
         LedgerError: what ``work`` raised, or the translated driver error.
+        OutcomeUnknown: the commit's outcome is unknown (only an idempotency
+            key can tell).
         IdempotencyKeyTaken: a concurrent call committed this key first.
     """
     attempt = 1
+    failover_until: float | None = None
     while True:
         try:
             with binding.write(scope) as connection:
                 return work(connection)
         except _CommitFailed as failed:
-            error = translate(failed.cause)
-            retry = idempotent and _transient(failed.cause)
-            if not retry or not binding.owns_transactions or attempt >= MAX_ATTEMPTS:
+            cause = failed.cause
+            if failed.overdue:
+                raise OutcomeUnknown(_overdue_message(binding, cause)) from cause
+            if cause is None:  # pragma: no cover - only an overdue commit lacks a driver error
+                raise OutcomeUnknown("the commit's outcome is unknown") from failed
+            error = translate(cause)
+            retry = idempotent and binding.owns_transactions and _transient(cause)
+            if not (retry and _again(binding, cause, attempt, failover_until)):
                 if type(error) is StorageError:
                     error = OutcomeUnknown(f"the commit failed and its outcome is unknown: {error}")
-                raise error from failed.cause
+                raise error from cause
+            binding.in_doubt_retries += 1
         except DBAPIError as exc:
             error = translate(exc)
-            if not (binding.owns_transactions and _transient(exc) and attempt < MAX_ATTEMPTS):
+            away = binding.failover_wait > 0 and _primary_away(exc)
+            retry = binding.owns_transactions and (_transient(exc) or away)
+            if not (retry and _again(binding, exc, attempt, failover_until)):
                 raise error from exc
-        _backoff(attempt)
+        if failover_until is None and binding.failover_wait > 0:
+            failover_until = time.monotonic() + binding.failover_wait
+        _backoff(attempt, ceiling=0.25 if failover_until is not None else None)
         attempt += 1
+
+
+def _again(binding: Binding, exc: DBAPIError, attempt: int, failover_until: float | None) -> bool:
+    """Whether a retryable failure gets one more attempt."""
+    if attempt < MAX_ATTEMPTS:
+        return True
+    if binding.failover_wait <= 0 or not _primary_away(exc):
+        return False
+    return failover_until is None or time.monotonic() < failover_until
+
+
+def _primary_away(exc: DBAPIError) -> bool:
+    """The primary is gone or not writable yet: a connection failure or a shutdown."""
+    if exc.connection_invalidated:
+        return True
+    sqlstate = _sqlstate(exc)
+    if sqlstate in _PRIMARY_AWAY_SQLSTATES:
+        return True
+    # No SQLSTATE on an OperationalError: the connection could not be made or was cut.
+    return sqlstate is None and type(exc).__name__ == "OperationalError"
+
+
+def _overdue_message(binding: Binding, cause: DBAPIError | None) -> str:
+    deadline = binding.commit_deadline
+    said = f" ({_first_line(cause)})" if cause is not None else ""
+    return (
+        f"the commit did not finish within the ledger's deadline of {deadline} s and was "
+        f"ended{said}; its outcome is unknown (a synchronous standby may be missing); "
+        "retry with the same idempotency key"
+    )
+
+
+def synchronous_problem(connection: Connection) -> str | None:
+    """Why a commit on this PostgreSQL session would not wait for a synchronous standby.
+
+    ``None`` when ``synchronous_commit`` waits for a standby, standbys are
+    named, and at least one is attached in ``sync`` or ``quorum`` state
+    (``pg_stat_replication`` shows the state to superusers and members of
+    ``pg_monitor``).
+    """
+    mode, names, attached = connection.exec_driver_sql(
+        "SELECT current_setting('synchronous_commit'), "
+        "current_setting('synchronous_standby_names'), "
+        "(SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum'))"
+    ).one()
+    if mode in ("off", "local"):
+        return f"synchronous_commit is {mode!r}: a commit does not wait for any standby"
+    if not str(names).strip():
+        return "synchronous_standby_names is empty: no standby is synchronous"
+    if not attached:
+        return (
+            f"no synchronous standby is attached (synchronous_standby_names = {names!r}; "
+            "pg_stat_replication shows none in sync or quorum state)"
+        )
+    return None
 
 
 @contextmanager
@@ -348,23 +556,34 @@ def owned_transaction(binding: EngineBinding) -> Iterator[Connection]:
         with binding.write() as connection:
             yield connection
     except _CommitFailed as failed:
+        if failed.cause is None or failed.overdue:
+            raise OutcomeUnknown(_overdue_message(binding, failed.cause)) from failed.cause
         raise translate(failed.cause) from failed.cause
     except DBAPIError as exc:
         raise translate(exc) from exc
 
 
-def run_read(binding: Binding, work: Callable[[Connection], T], *, snapshot: bool = False) -> T:
+def run_read(
+    binding: Binding,
+    work: Callable[[Connection], T],
+    *,
+    snapshot: bool = False,
+    primary: bool = False,
+) -> T:
     """Run ``work`` on a connection for reading; driver errors become ``StorageError``.
 
     A read on a connection the server closed while it sat in the pool is
-    run once more on a new connection: a read is always safe to repeat.
+    run once more on a new connection: a read is always safe to repeat. A
+    read that failed on a replica (a recovery conflict cancelled it, the
+    replica went away) runs once more on the primary. ``primary``: see
+    ``Binding.read``.
     """
     for attempt in (1, 2):
         try:
-            with binding.read(snapshot=snapshot) as connection:
+            with binding.read(snapshot=snapshot, primary=primary or attempt > 1) as connection:
                 return work(connection)
         except DBAPIError as exc:
-            if attempt == 1 and binding.owns_transactions and exc.connection_invalidated:
+            if attempt == 1 and binding.retry_read(exc):
                 continue
             raise translate(exc) from exc
     raise AssertionError("unreachable")  # pragma: no cover
@@ -441,9 +660,13 @@ def _first_line(exc: DBAPIError) -> str:
     return str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc).__name__
 
 
-def _backoff(attempt: int) -> None:
-    # Jittered exponential backoff: 5, 10, 20, 40 ms on average.
-    time.sleep(0.005 * 2 ** (attempt - 1) * (0.5 + random.random()))  # noqa: S311
+def _backoff(attempt: int, *, ceiling: float | None = None) -> None:
+    # Jittered exponential backoff: 5, 10, 20, 40 ms on average (capped while
+    # waiting for a failover, so a new primary is found soon after it is up).
+    delay = 0.005 * 2 ** (min(attempt, 12) - 1)
+    if ceiling is not None:
+        delay = min(delay, ceiling)
+    time.sleep(delay * (0.5 + random.random()))  # noqa: S311
 
 
 def _hung_up(connection: Connection) -> bool:
