@@ -64,7 +64,9 @@ def build_artifact() -> str:
     import vyper  # noqa: PLC0415 -- a development dependency, never needed at run time
 
     if vyper.__version__.split("+")[0] != VYPER_VERSION:
-        raise RuntimeError(f"the artifact is built with vyper {VYPER_VERSION}, not {vyper.__version__}")
+        raise RuntimeError(
+            f"the artifact is built with vyper {VYPER_VERSION}, not {vyper.__version__}"
+        )
     source = source_text()
     output = vyper.compile_code(source, output_formats=["abi", "bytecode"])
     document = {

@@ -61,8 +61,8 @@ SINGLE_GAS = 150_000
 BATCH_GAS_BASE = 80_000
 BATCH_GAS_PER_ENTRY = 60_000
 DEPLOY_GAS = 3_000_000
-TOKEN_NAME = "tokenledger"
-TOKEN_SYMBOL = "TLG"
+TOKEN_NAME = "tokenledger"  # noqa: S105 -- the ERC-20 name, not a secret
+TOKEN_SYMBOL = "TLG"  # noqa: S105 -- its symbol
 
 TRANSFER_TOPIC = log_topic("Transfer(address,address,uint256)")
 ENTRY_TOPIC = log_topic("Entry(uint256,bytes32,uint256)")
@@ -225,7 +225,9 @@ def push(
             if progress is not None:
                 progress(sent_entries, max(sealed - before, sent_entries))
     after = int(node.call(deployment.address, "last_seq"))
-    return PushReport(sent_entries, transactions, rederived, before, after, ledger.sealed_position())
+    return PushReport(
+        sent_entries, transactions, rederived, before, after, ledger.sealed_position()
+    )
 
 
 def _groups(entries: list[ChainEntry], size: int) -> Iterator[list[ChainEntry]]:
@@ -324,7 +326,7 @@ def _receipt_of(deployment: Deployment, entry_log: Any) -> ChainReceipt:
 
 
 def _sync_cache(ledger: Ledger, node: Node, deployment: Deployment, chain_seq: int) -> int:
-    """Make the receipts cache agree with the chain up to ``chain_seq``; how many were re-derived."""
+    """Make the receipts cache agree with the chain up to ``chain_seq``; how many re-derived."""
     cached = ledger.receipt_position(deployment.id)
     if cached > chain_seq:
         # The chain lost what the cache holds (a reorg, a node reset to older state).
@@ -397,7 +399,7 @@ def _hex(value: Any) -> str:
     if isinstance(value, bytes | bytearray):
         return "0x" + bytes(value).hex()
     if hasattr(value, "hex") and not isinstance(value, str):
-        text = value.hex()
+        text = str(value.hex())
         return (text if text.startswith("0x") else "0x" + text).lower()
     return str(value).lower()
 
@@ -442,7 +444,7 @@ def reconcile(ledger: Ledger, node: Node, *, page_blocks: int = LOG_PAGE_BLOCKS)
     """The ledger against the chain's latest block: balances, escrow, supply, every Transfer log.
 
     Balances: ``balanceOf`` of every account's address and of the escrow
-    address against the ledger × 10**12 (``Ledger.reconcile``). Logs: each
+    address against the ledger times 10**12 (``Ledger.reconcile``). Logs: each
     ``Transfer`` of the contract, read back by block range, must be an
     entry's (followed by its ``Entry`` log, with the journal's from, to and
     value at that position); any other is a divergence named with its
@@ -462,7 +464,9 @@ def reconcile(ledger: Ledger, node: Node, *, page_blocks: int = LOG_PAGE_BLOCKS)
             break
         for account in page:
             address = address_for(account.account_id)
-            snapshot[address] = int(node.call(deployment.address, "balanceOf", _checksum(address), block=block))
+            snapshot[address] = int(
+                node.call(deployment.address, "balanceOf", _checksum(address), block=block)
+            )
         accounts += len(page)
         after = page[-1].account_id
     snapshot[ESCROW_ADDRESS] = int(
@@ -538,7 +542,9 @@ def _check_logs(
         on_chain = applied.pop(entry.seq, None)
         if on_chain is None:
             divergences.append(
-                Divergence("missing_log", f"chain position {entry.seq} has no Transfer log", seq=entry.seq)
+                Divergence(
+                    "missing_log", f"chain position {entry.seq} has no Transfer log", seq=entry.seq
+                )
             )
             continue
         sender, receiver, value, hash_, tx_hash = on_chain
@@ -600,7 +606,11 @@ def anchor(ledger: Ledger, node: Node) -> Checkpoint:
         bytes.fromhex(checkpoint.merkle_root),
     )
     sent = node.send(
-        deployment.address, data, gas=120_000, first_seq=checkpoint.last_seq, last_seq=checkpoint.last_seq
+        deployment.address,
+        data,
+        gas=120_000,
+        first_seq=checkpoint.last_seq,
+        last_seq=checkpoint.last_seq,
     )
     node.wait(sent)
     return checkpoint
@@ -617,4 +627,3 @@ def read_anchor(ledger: Ledger, node: Node) -> dict[str, Any] | None:
         "chain_hash": _hex(node.call(deployment.address, "anchor_chain_hash"))[2:],
         "merkle_root": _hex(node.call(deployment.address, "anchor_merkle_root"))[2:],
     }
-

@@ -66,7 +66,9 @@ class Node:
     reached or answers with an error.
     """
 
-    def __init__(self, rpc: str, key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self, rpc: str, key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT
+    ) -> None:
         """Connect lazily to ``rpc`` (an http(s) URL).
 
         Raises:
@@ -196,7 +198,13 @@ class Node:
         return str(self._codec.encode_abi(function, args=list(args)))
 
     def send(
-        self, to: str | None, data: str, *, gas: int, first_seq: int, last_seq: int,
+        self,
+        to: str | None,
+        data: str,
+        *,
+        gas: int,
+        first_seq: int,
+        last_seq: int,
         gas_price: int | None = None,
     ) -> Sent:
         """Sign and send one transaction with the next nonce and an explicit gas limit."""
@@ -216,8 +224,7 @@ class Node:
             tx["to"] = Web3.to_checksum_address(to)
         signed = account.sign_transaction(tx)
         tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        assert self._nonce is not None
-        self._nonce += 1
+        self._nonce = int(tx["nonce"]) + 1
         return Sent("0x" + bytes(tx_hash).hex(), first_seq, last_seq)
 
     def gas_price(self) -> int:
@@ -242,7 +249,9 @@ class Node:
             if receipt is not None:
                 break
             if time.monotonic() > deadline:
-                raise ChainError(f"transaction {sent.tx_hash} was not mined within {self.timeout} s")
+                raise ChainError(
+                    f"transaction {sent.tx_hash} was not mined within {self.timeout} s"
+                )
             time.sleep(_POLL)
         if int(receipt["status"]) != 1:
             raise ChainReverted(

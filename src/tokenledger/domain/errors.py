@@ -203,7 +203,8 @@ class ChainReverted(ChainError):
     def __init__(self, tx_hash: str, first_seq: int, last_seq: int, detail: str = "") -> None:
         span = f"entry {first_seq}" if first_seq == last_seq else f"entries {first_seq}-{last_seq}"
         super().__init__(
-            f"transaction {tx_hash} ({span}) was reverted on chain" + (f": {detail}" if detail else "")
+            f"transaction {tx_hash} ({span}) was reverted on chain"
+            + (f": {detail}" if detail else "")
         )
         self.tx_hash = tx_hash
         self.first_seq = first_seq

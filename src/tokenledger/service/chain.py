@@ -129,7 +129,7 @@ class ChainOperations(LedgerCore):
         """Cache receipts the chain holds; positions already cached are left as they are."""
         if not found:
             return
-        rows = [
+        rows: list[dict[str, int | str]] = [
             {
                 "deployment_id": deployment_id,
                 "seq": receipt.seq,
@@ -144,12 +144,12 @@ class ChainOperations(LedgerCore):
 
         def work(connection: Connection) -> None:
             cached = receipts.last_seq(connection, deployment_id)
-            receipts.add_receipts(connection, [row for row in rows if row["seq"] > cached])
+            receipts.add_receipts(connection, [row for row in rows if int(row["seq"]) > cached])
 
         run_write(self._binding, work)
 
     def drop_receipts_after(self, deployment_id: int, seq: int) -> int:
-        """Forget cached receipts past ``seq``: the chain no longer holds them (a reorg, a reset)."""
+        """Forget cached receipts past ``seq``: the chain no longer holds them (reorg, reset)."""
         return run_write(self._binding, lambda c: receipts.drop_after(c, deployment_id, seq))
 
 

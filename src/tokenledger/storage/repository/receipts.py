@@ -44,7 +44,9 @@ def of_entry(connection: Connection, deployment_id: int, entry_id: int) -> Row[A
     ).first()
 
 
-def tx_hashes(connection: Connection, deployment_id: int, entry_ids: Iterable[int]) -> dict[int, str]:
+def tx_hashes(
+    connection: Connection, deployment_id: int, entry_ids: Iterable[int]
+) -> dict[int, str]:
     ids = list(entry_ids)
     if not ids:
         return {}
