@@ -210,10 +210,10 @@ def push(
             if ledger.seal() == 0:
                 break
             continue
-        price = node.gas_price()
+        fees = node.fees()
         in_flight: list[tuple[Sent, list[ChainEntry]]] = []
         for group in _groups(entries, batch):
-            in_flight.append((_send(node, deployment, group, price), group))
+            in_flight.append((_send(node, deployment, group, fees), group))
         # In nonce order: a revert raises after every transaction before it is cached.
         for sent, group in in_flight:
             receipt = node.wait(sent)
@@ -235,7 +235,9 @@ def _groups(entries: list[ChainEntry], size: int) -> Iterator[list[ChainEntry]]:
         yield entries[start : start + size]
 
 
-def _send(node: Node, deployment: Deployment, group: list[ChainEntry], price: int) -> Sent:
+def _send(
+    node: Node, deployment: Deployment, group: list[ChainEntry], fees: tuple[int, int]
+) -> Sent:
     first, last = group[0].seq, group[-1].seq
     if len(group) == 1:
         entry = group[0]
@@ -270,9 +272,7 @@ def _send(node: Node, deployment: Deployment, group: list[ChainEntry], price: in
             [e.ledger_time for e in group],
         )
         gas = BATCH_GAS_BASE + BATCH_GAS_PER_ENTRY * len(group)
-    return node.send(
-        deployment.address, data, gas=gas, first_seq=first, last_seq=last, gas_price=price
-    )
+    return node.send(deployment.address, data, gas=gas, first_seq=first, last_seq=last, fees=fees)
 
 
 def _checksum(address: str) -> str:
@@ -469,15 +469,20 @@ def reconcile(ledger: Ledger, node: Node, *, page_blocks: int = LOG_PAGE_BLOCKS)
             )
         accounts += len(page)
         after = page[-1].account_id
-    snapshot[ESCROW_ADDRESS] = int(
-        node.call(deployment.address, "balanceOf", _checksum(ESCROW_ADDRESS), block=block)
+    chain_seq = int(node.call(deployment.address, "last_seq", block=block))
+    divergences, logs, holders = _check_logs(
+        ledger, node, deployment, block, chain_seq, page_blocks
     )
+    # Every address a Transfer ever reached, too: a holder the ledger does not know.
+    for address in sorted(holders | {ESCROW_ADDRESS}):
+        if address not in snapshot and address != ZERO_ADDRESS:
+            snapshot[address] = int(
+                node.call(deployment.address, "balanceOf", _checksum(address), block=block)
+            )
     mismatches = ledger.reconcile(snapshot)
     chain_supply = int(node.call(deployment.address, "totalSupply", block=block))
-    chain_seq = int(node.call(deployment.address, "last_seq", block=block))
     ledger_supply = to_chain_value(to_units(ledger.get_total_supply()))
     sealed = ledger.sealed_position()
-    divergences, logs = _check_logs(ledger, node, deployment, block, chain_seq, page_blocks)
     return Reconciliation(
         block=block,
         mismatches=mismatches,
@@ -498,8 +503,10 @@ def _check_logs(
     block: int,
     chain_seq: int,
     page_blocks: int,
-) -> tuple[list[Divergence], int]:
+) -> tuple[list[Divergence], int, set[str]]:
+    """Divergences between the contract's logs and the journal; the Transfer count; holders."""
     divergences: list[Divergence] = []
+    holders: set[str] = set()
     applied: dict[int, tuple[str, str, int, str, str]] = {}  # seq -> (from, to, value, hash, tx)
     count = 0
     start = deployment.block_number
@@ -515,6 +522,7 @@ def _check_logs(
             sender = str(transfer["args"]["sender"]).lower()
             receiver = str(transfer["args"]["receiver"]).lower()
             value = int(transfer["args"]["value"])
+            holders.update((sender, receiver))
             tx_hash = _hex(log["transactionHash"])
             following = logs[index + 1] if index + 1 < len(logs) else None
             if (
@@ -579,7 +587,7 @@ def _check_logs(
                 value=value,
             )
         )
-    return divergences, count
+    return divergences, count, holders
 
 
 # -- anchor ---------------------------------------------------------------------

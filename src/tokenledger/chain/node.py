@@ -205,17 +205,19 @@ class Node:
         gas: int,
         first_seq: int,
         last_seq: int,
-        gas_price: int | None = None,
+        fees: tuple[int, int] | None = None,
     ) -> Sent:
         """Sign and send one transaction with the next nonce and an explicit gas limit."""
         account = self._require_account()
         if self._nonce is None:
             self.wait_until_idle()
-        price = gas_price if gas_price is not None else self.gas_price()
+        max_fee, tip = fees if fees is not None else self.fees()
         tx: dict[str, Any] = {
+            "type": 2,
             "nonce": self._nonce,
             "gas": gas,
-            "gasPrice": price,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
             "value": 0,
             "data": data,
             "chainId": self._chain_id_cached(),
@@ -227,9 +229,18 @@ class Node:
         self._nonce = int(tx["nonce"]) + 1
         return Sent("0x" + bytes(tx_hash).hex(), first_seq, last_seq)
 
-    def gas_price(self) -> int:
-        # Twice the node's suggestion: room for the base fee to rise while a window is in flight.
-        return 2 * int(self._rpc(lambda: self.w3.eth.gas_price))
+    def fees(self) -> tuple[int, int]:
+        """(max fee, priority fee) per gas for the next transactions (EIP-1559).
+
+        The tip is the node's suggestion; the cap is twice the latest base fee
+        plus the tip, room for the base fee to rise while a window is in
+        flight. Never a multiple of ``eth_gasPrice``: that suggestion follows
+        the tips just paid, so scaling it would feed on itself.
+        """
+        tip = int(self._rpc(lambda: self.w3.eth.max_priority_fee))
+        block = self._rpc(lambda: self.w3.eth.get_block("latest"))
+        base = int(block.get("baseFeePerGas", 0) or 0)
+        return 2 * base + tip, tip
 
     def wait(self, sent: Sent) -> Any:
         """The receipt of ``sent``, once mined, its status checked.
