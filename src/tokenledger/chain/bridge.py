@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokenledger.chain.node import Node, Sent, log_topic
+from tokenledger.chain.node import Node, Sent, decode_transfer, log_topic
 from tokenledger.domain.addresses import ESCROW_ADDRESS, ZERO_ADDRESS, address_for, to_chain_value
 from tokenledger.domain.amounts import to_units
 from tokenledger.domain.errors import ChainError, InvalidArgument, NotDeployed
@@ -210,20 +210,26 @@ def push(
             if ledger.seal() == 0:
                 break
             continue
+        # A window: signed, sent in one JSON-RPC batch, its receipts fetched in batches.
         fees = node.fees()
-        in_flight: list[tuple[Sent, list[ChainEntry]]] = []
-        for group in _groups(entries, batch):
-            in_flight.append((_send(node, deployment, group, fees), group))
-        # In nonce order: a revert raises after every transaction before it is cached.
-        for sent, group in in_flight:
-            receipt = node.wait(sent)
-            found = _receipts_in(node, deployment, receipt, {e.seq: e for e in group})
+        in_flight = [
+            (_sign(node, deployment, group, fees), group) for group in _groups(entries, batch)
+        ]
+        node.broadcast([signed for signed, _ in in_flight])
+        receipts = node.wait_all([sent for (sent, _), _ in in_flight])
+        found: list[ChainReceipt] = []
+        try:
+            # In nonce order: a revert raises after every transaction before it is cached.
+            for ((sent, _), group), receipt in zip(in_flight, receipts, strict=True):
+                node.check(sent, receipt)
+                found.extend(_receipts_in(deployment, receipt, {e.seq: e for e in group}))
+                sent_entries += len(group)
+                transactions += 1
+                position = group[-1].seq
+        finally:
             ledger.record_receipts(deployment.id, found)
-            sent_entries += len(group)
-            transactions += 1
-            position = group[-1].seq
-            if progress is not None:
-                progress(sent_entries, max(sealed - before, sent_entries))
+        if progress is not None:
+            progress(sent_entries, max(sealed - before, sent_entries))
     after = int(node.call(deployment.address, "last_seq"))
     return PushReport(
         sent_entries, transactions, rederived, before, after, ledger.sealed_position()
@@ -235,26 +241,26 @@ def _groups(entries: list[ChainEntry], size: int) -> Iterator[list[ChainEntry]]:
         yield entries[start : start + size]
 
 
-def _send(
+def _sign(
     node: Node, deployment: Deployment, group: list[ChainEntry], fees: tuple[int, int]
-) -> Sent:
+) -> tuple[Sent, str]:
     first, last = group[0].seq, group[-1].seq
     if len(group) == 1:
         entry = group[0]
         hash_ = bytes.fromhex(entry.chain_hash[2:])
         if entry.sender == ZERO_ADDRESS:
             data = node.encode(
-                "mint", _checksum(entry.receiver), entry.value, entry.seq, hash_, entry.ledger_time
+                "mint", entry.receiver, entry.value, entry.seq, hash_, entry.ledger_time
             )
         elif entry.receiver == ZERO_ADDRESS:
             data = node.encode(
-                "burn", _checksum(entry.sender), entry.value, entry.seq, hash_, entry.ledger_time
+                "burn", entry.sender, entry.value, entry.seq, hash_, entry.ledger_time
             )
         else:
             data = node.encode(
                 "move",
-                _checksum(entry.sender),
-                _checksum(entry.receiver),
+                entry.sender,
+                entry.receiver,
                 entry.value,
                 entry.seq,
                 hash_,
@@ -264,15 +270,15 @@ def _send(
     else:
         data = node.encode(
             "apply_batch",
-            [_checksum(e.sender) for e in group],
-            [_checksum(e.receiver) for e in group],
+            [e.sender for e in group],
+            [e.receiver for e in group],
             [e.value for e in group],
             first,
             [bytes.fromhex(e.chain_hash[2:]) for e in group],
             [e.ledger_time for e in group],
         )
         gas = BATCH_GAS_BASE + BATCH_GAS_PER_ENTRY * len(group)
-    return node.send(deployment.address, data, gas=gas, first_seq=first, last_seq=last, fees=fees)
+    return node.sign(deployment.address, data, gas=gas, first_seq=first, last_seq=last, fees=fees)
 
 
 def _checksum(address: str) -> str:
@@ -282,7 +288,7 @@ def _checksum(address: str) -> str:
 
 
 def _receipts_in(
-    node: Node, deployment: Deployment, receipt: Any, expected: dict[int, ChainEntry]
+    deployment: Deployment, receipt: Any, expected: dict[int, ChainEntry]
 ) -> list[ChainReceipt]:
     """The entries a mined receipt applied, read from its Entry logs.
 
@@ -512,16 +518,13 @@ def _check_logs(
     start = deployment.block_number
     while start <= block:
         end = min(start + page_blocks - 1, block)
-        logs = node.logs(deployment.address, [[TRANSFER_TOPIC, ENTRY_TOPIC]], start, end)  # type: ignore[list-item]
+        logs = node.logs(deployment.address, [[TRANSFER_TOPIC, ENTRY_TOPIC]], start, end)
         logs.sort(key=lambda log: (int(log["blockNumber"]), int(log["logIndex"])))
         for index, log in enumerate(logs):
             if _topic0(log) != TRANSFER_TOPIC:
                 continue
             count += 1
-            transfer = node.decode_event("Transfer", log)
-            sender = str(transfer["args"]["sender"]).lower()
-            receiver = str(transfer["args"]["receiver"]).lower()
-            value = int(transfer["args"]["value"])
+            sender, receiver, value = decode_transfer(log)
             holders.update((sender, receiver))
             tx_hash = _hex(log["transactionHash"])
             following = logs[index + 1] if index + 1 < len(logs) else None

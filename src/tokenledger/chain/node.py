@@ -30,16 +30,17 @@ from tokenledger.domain.errors import (
 )
 
 try:
+    from eth_abi.abi import encode as abi_encode
     from eth_account import Account
     from web3 import Web3
-    from web3.exceptions import TimeExhausted, TransactionNotFound, Web3Exception
+    from web3.exceptions import TimeExhausted, Web3Exception
 except ImportError as _missing:  # pragma: no cover -- the extra is not installed
     raise ImportError(
         f"the chain bridge needs the 'chain' extra ({_missing.name} is not installed): "
         "pip install 'tokenledger[chain]'"
     ) from _missing
 
-__all__ = ["DEFAULT_TIMEOUT", "Node", "Sent", "log_topic"]
+__all__ = ["DEFAULT_TIMEOUT", "Node", "Sent", "decode_transfer", "log_topic"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds to wait for a receipt
 _POLL = 0.05  # seconds between receipt polls
@@ -95,6 +96,12 @@ class Node:
         self.abi: list[dict[str, Any]] = artifact["abi"]
         self.bytecode: str = artifact["bytecode"]
         self._codec = self.w3.eth.contract(abi=self.abi, bytecode=self.bytecode)
+        self._functions: dict[str, tuple[str, list[str]]] = {}
+        for item in self.abi:
+            if item["type"] == "function":
+                types = [str(i["type"]) for i in item["inputs"]]
+                signature = f"{item['name']}({','.join(types)})"
+                self._functions[item["name"]] = (log_topic(signature)[:10], types)
 
     # -- reading ---------------------------------------------------------
 
@@ -144,20 +151,20 @@ class Node:
             )
 
     def logs(
-        self, address: str, topics: Sequence[str | None], from_block: int, to_block: int
-    ) -> list[Any]:
-        """The contract's logs with ``topics`` between two blocks, both included."""
-        query: Any = {
-            "address": Web3.to_checksum_address(address),
-            "fromBlock": from_block,
-            "toBlock": to_block,
+        self,
+        address: str,
+        topics: Sequence[str | Sequence[str] | None],
+        from_block: int,
+        to_block: int,
+    ) -> list[dict[str, Any]]:
+        """The contract's logs with ``topics`` between two blocks, both included (see ``_log``)."""
+        query = {
+            "address": address.lower(),
+            "fromBlock": hex(from_block),
+            "toBlock": hex(to_block),
             "topics": list(topics),
         }
-        return list(self._rpc(lambda: self.w3.eth.get_logs(query)))
-
-    def decode_event(self, name: str, log: Any) -> Any:
-        """A raw log decoded as the contract's event ``name``."""
-        return getattr(self._codec.events, name)().process_log(log)
+        return [_log(raw) for raw in self._raw("eth_getLogs", query)]
 
     # -- writing -----------------------------------------------------------
 
@@ -194,8 +201,13 @@ class Node:
         return str(receipt["contractAddress"]).lower(), sent.tx_hash, int(receipt["blockNumber"])
 
     def encode(self, function: str, *args: Any) -> str:
-        """The call data of a token contract function."""
-        return str(self._codec.encode_abi(function, args=list(args)))
+        """The call data of a token contract function.
+
+        Encoded with eth_abi directly: web3's ``encode_abi`` checksums every
+        address through its formatters, which cost most of a batched push.
+        """
+        selector, types = self._functions[function]
+        return selector + abi_encode(types, list(args)).hex()
 
     def send(
         self,
@@ -208,6 +220,21 @@ class Node:
         fees: tuple[int, int] | None = None,
     ) -> Sent:
         """Sign and send one transaction with the next nonce and an explicit gas limit."""
+        sent, raw = self.sign(to, data, gas=gas, first_seq=first_seq, last_seq=last_seq, fees=fees)
+        self.broadcast([(sent, raw)])
+        return sent
+
+    def sign(
+        self,
+        to: str | None,
+        data: str,
+        *,
+        gas: int,
+        first_seq: int,
+        last_seq: int,
+        fees: tuple[int, int] | None = None,
+    ) -> tuple[Sent, str]:
+        """Sign one transaction with the next nonce; (what it is, its raw 0x-hex) to broadcast."""
         account = self._require_account()
         if self._nonce is None:
             self.wait_until_idle()
@@ -225,9 +252,62 @@ class Node:
         if to is not None:
             tx["to"] = Web3.to_checksum_address(to)
         signed = account.sign_transaction(tx)
-        tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
         self._nonce = int(tx["nonce"]) + 1
-        return Sent("0x" + bytes(tx_hash).hex(), first_seq, last_seq)
+        sent = Sent("0x" + bytes(signed.hash).hex(), first_seq, last_seq)
+        return sent, "0x" + bytes(signed.raw_transaction).hex()
+
+    def broadcast(self, signed: Sequence[tuple[Sent, str]]) -> None:
+        """Send signed transactions one request each, in nonce order.
+
+        Not one JSON-RPC batch: a node may take a batch's transactions in any
+        order, and anvil's automine then leaves those that arrived before a
+        lower nonce queued until another transaction comes.
+
+        Raises:
+            ChainUnavailable: the node refused one (the nonces are re-read
+                from the node before the next transaction is signed).
+        """
+        for sent, raw in signed:
+            try:
+                self._raw("eth_sendRawTransaction", raw)
+            except ChainUnavailable as exc:
+                self._nonce = None  # what the node holds now decides the next nonce
+                raise ChainUnavailable(f"transaction {sent.tx_hash} was not sent: {exc}") from exc
+
+    def wait_all(self, sent: Sequence[Sent]) -> list[dict[str, Any]]:
+        """The receipts of ``sent``, in order, once all are mined; statuses not checked here.
+
+        Raises:
+            ChainError: some were not mined within the timeout.
+        """
+        receipts: dict[str, dict[str, Any]] = {}
+        deadline = time.monotonic() + self.timeout
+        while True:
+            missing = [s.tx_hash for s in sent if s.tx_hash not in receipts]
+            if not missing:
+                return [receipts[s.tx_hash] for s in sent]
+            responses = self._batch([("eth_getTransactionReceipt", [h]) for h in missing])
+            for tx_hash, response in zip(missing, responses, strict=True):
+                if "error" in response:
+                    message = response["error"].get("message", response["error"])
+                    raise ChainUnavailable(f"the node at {self.rpc} failed: {message}")
+                if response.get("result") is not None:
+                    receipts[tx_hash] = _receipt(response["result"])
+            if len(receipts) < len(sent):
+                if time.monotonic() > deadline:
+                    raise ChainError(
+                        f"{len(sent) - len(receipts)} transactions were not mined "
+                        f"within {self.timeout} s"
+                    )
+                time.sleep(_POLL)
+
+    @staticmethod
+    def check(sent: Sent, receipt: dict[str, Any]) -> None:
+        """Raise ``ChainReverted`` unless the receipt's status is 1 (explicit gas hides reverts)."""
+        if receipt["status"] != 1:
+            raise ChainReverted(
+                sent.tx_hash, sent.first_seq, sent.last_seq, f"gas used {receipt['gasUsed']}"
+            )
 
     def fees(self) -> tuple[int, int]:
         """(max fee, priority fee) per gas for the next transactions (EIP-1559).
@@ -242,8 +322,8 @@ class Node:
         base = int(block.get("baseFeePerGas", 0) or 0)
         return 2 * base + tip, tip
 
-    def wait(self, sent: Sent) -> Any:
-        """The receipt of ``sent``, once mined, its status checked.
+    def wait(self, sent: Sent) -> dict[str, Any]:
+        """The receipt of ``sent``, once mined, its status checked (see ``_receipt``).
 
         Raises:
             ChainReverted: mined with status 0 (nothing it carried is applied).
@@ -251,23 +331,16 @@ class Node:
         """
         deadline = time.monotonic() + self.timeout
         while True:
-            try:
-                receipt = self.w3.eth.get_transaction_receipt(sent.tx_hash)  # type: ignore[arg-type]
-            except TransactionNotFound:
-                receipt = None
-            except (Web3Exception, OSError) as exc:
-                raise ChainUnavailable(f"the node at {self.rpc} failed: {_reason(exc)}") from exc
-            if receipt is not None:
+            raw = self._raw("eth_getTransactionReceipt", sent.tx_hash)
+            if raw is not None:
                 break
             if time.monotonic() > deadline:
                 raise ChainError(
                     f"transaction {sent.tx_hash} was not mined within {self.timeout} s"
                 )
             time.sleep(_POLL)
-        if int(receipt["status"]) != 1:
-            raise ChainReverted(
-                sent.tx_hash, sent.first_seq, sent.last_seq, f"gas used {receipt['gasUsed']}"
-            )
+        receipt = _receipt(raw)
+        self.check(sent, receipt)
         return receipt
 
     # -- plumbing ----------------------------------------------------------
@@ -284,6 +357,19 @@ class Node:
             self._chain_id = self.chain_id()
         return self._chain_id
 
+    def _raw(self, method: str, *params: Any) -> Any:
+        """One JSON-RPC call, its result as the node sent it (no web3 formatting: it is slow)."""
+        response = self._rpc(lambda: self.w3.provider.make_request(method, list(params)))  # type: ignore[arg-type]
+        if "error" in response:
+            message = response["error"].get("message", response["error"])
+            raise ChainUnavailable(f"the node at {self.rpc} refused {method}: {message}")
+        return response.get("result")
+
+    def _batch(self, calls: list[tuple[str, list[Any]]]) -> list[dict[str, Any]]:
+        """Several JSON-RPC calls in one HTTP request; the responses in request order."""
+        provider: Any = self.w3.provider
+        return _in_order(self._rpc(lambda: provider.make_batch_request(calls)))
+
     def _rpc(self, call: Any) -> Any:
         try:
             return call()
@@ -297,3 +383,45 @@ class Node:
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else type(exc).__name__
+
+
+def _in_order(responses: Any) -> list[dict[str, Any]]:
+    """A batch's responses in request order (a node may answer a batch in any order)."""
+    if isinstance(responses, dict):  # one error for the whole batch
+        message = responses.get("error", responses)
+        raise ChainUnavailable(f"the node refused a batch of requests: {message}")
+    return sorted(responses, key=lambda response: int(response.get("id", 0)))
+
+
+def _quantity(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+def _log(raw: dict[str, Any]) -> dict[str, Any]:
+    """A log as the bridge reads it: lowercase hex strings, integer positions."""
+    return {
+        "address": str(raw["address"]).lower(),
+        "topics": [str(topic).lower() for topic in raw["topics"]],
+        "data": str(raw["data"]).lower(),
+        "blockNumber": _quantity(raw["blockNumber"]),
+        "logIndex": _quantity(raw["logIndex"]),
+        "transactionHash": str(raw["transactionHash"]).lower(),
+    }
+
+
+def _receipt(raw: dict[str, Any]) -> dict[str, Any]:
+    """A receipt with integer fields and its logs as ``_log`` makes them."""
+    contract = raw.get("contractAddress")
+    return {
+        "status": _quantity(raw["status"]),
+        "blockNumber": _quantity(raw["blockNumber"]),
+        "gasUsed": _quantity(raw["gasUsed"]),
+        "transactionHash": str(raw["transactionHash"]).lower(),
+        "contractAddress": None if contract is None else str(contract).lower(),
+        "logs": [_log(log) for log in raw["logs"]],
+    }
+
+
+def decode_transfer(log: dict[str, Any]) -> tuple[str, str, int]:
+    """(sender, receiver, value) of a ``Transfer`` log: two indexed addresses, one word."""
+    return "0x" + log["topics"][1][-40:], "0x" + log["topics"][2][-40:], int(log["data"], 16)
