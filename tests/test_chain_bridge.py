@@ -429,3 +429,36 @@ def test_a_node_on_another_chain_is_refused(
     assert int(operator.call(deployment.address, "last_seq")) == 0
     with pytest.raises(InvalidArgument, match="http"):
         Node("ftp://example.invalid")
+
+
+def test_an_anchor_on_chain_is_what_verify_takes(
+    engine: Engine,
+    database_url: str,
+    anvil: Anvil,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(engine)
+    economy(ledger, 20)
+    operator, deployment, key = deploy(ledger, anvil)
+    assert bridge.read_anchor(ledger, operator) is None
+    checkpoint = bridge.anchor(ledger, operator)
+    held = bridge.read_anchor(ledger, operator)
+    assert held == {
+        "last_seq": checkpoint.last_seq,
+        "chain_hash": checkpoint.chain_hash,
+        "merkle_root": checkpoint.merkle_root,
+    }
+    assert ledger.verify(anchor=held).ok
+    # The CLI path: anchor-show writes what verify --anchor reads.
+    monkeypatch.setenv("TOKENLEDGER_CHAIN_RPC", anvil.url)
+    code, out, err = cli(capsys, "chain", "anchor-show", "--url", database_url)
+    assert code == 0, err
+    (tmp_path / "anchor.json").write_text(out)
+    code, _, err = cli(
+        capsys, "verify", "--anchor", str(tmp_path / "anchor.json"), "--url", database_url
+    )
+    assert code == 0, err
+    assert int(operator.call(deployment.address, "anchor_seq")) == checkpoint.last_seq
+    assert key.removeprefix("0x") not in out
