@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import chain
 import cpu
 import reads
 import tamper
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
-SECTIONS = {"writes", "cpu", "tamper", "sqlite", "reads"}
+SECTIONS = {"writes", "cpu", "tamper", "sqlite", "reads", "chain"}
 
 TARGETS = {
     "pg_single_vs_a": 1.0,
@@ -304,6 +305,23 @@ def render(results: dict[str, Any]) -> str:
             f"`verify` of {v['entries']:,} entries: {v['seconds']} s, ok={v['ok']}, "
             f"peak RSS {v['peak_rss_mib']} MiB (process baseline {v['baseline_rss_mib']} MiB).",
         ]
+    if "chain" in results:
+        c = results["chain"]
+        lines += [
+            "",
+            "| chain push on anvil (issue 14) | entries | transactions | s | entries/s | target |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for mode, target in (
+            ("single", chain.TARGETS["single_per_second"]),
+            ("batched", chain.TARGETS["batched_per_second"]),
+        ):
+            row = c[mode]
+            lines.append(
+                f"| {mode} ({row['batch']} per transaction) | {row['entries']:,} | "
+                f"{row['transactions']:,} | {row['seconds']} | {row['per_second']:,} | "
+                f">= {target:,} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -346,6 +364,10 @@ def main() -> None:
         accounts, entries = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
         results["reads"] = run_reads(
             admin_url, accounts, entries, repeat=200 if args.quick else 1000
+        )
+    if "chain" in sections:
+        results["chain"] = chain.run(
+            single=300 if args.quick else 1_000, batched=3_000 if args.quick else 10_000
         )
     out = ROOT / "bench" / "results" / f"{results['date']}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(exist_ok=True)
