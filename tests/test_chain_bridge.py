@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from anvil import Anvil, anvil, funded_key, running_anvil  # noqa: F401 -- a fixture
+from anvil import Anvil, anvil, anvil_binary, funded_key, running_anvil  # noqa: F401 -- a fixture
 from tokenledger import Ledger
 from tokenledger.chain import ESCROW_ADDRESS, address_for, bridge
 from tokenledger.chain.node import Node
@@ -462,3 +462,15 @@ def test_an_anchor_on_chain_is_what_verify_takes(
     assert code == 0, err
     assert int(operator.call(deployment.address, "anchor_seq")) == checkpoint.last_seq
     assert key.removeprefix("0x") not in out
+
+
+def test_the_demo_can_end_on_a_local_anvil(
+    database_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TOKENLEDGER_ANVIL", anvil_binary())
+    code, out, err = cli(
+        capsys, "demo", "--agents", "6", "--rounds", "4", "--chain", "--url", database_url
+    )
+    assert code == 0, out + err
+    assert "on chain: pushed" in out
+    assert "on chain: reconciled" in out
