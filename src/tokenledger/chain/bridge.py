@@ -72,7 +72,10 @@ Progress = Callable[[int, int], None]  # (entries done so far, entries to do)
 
 @dataclass(frozen=True, slots=True)
 class PushReport:
-    """What a push did: entries sent now, what the chain held before, and after."""
+    """What a push did: entries sent now, what the chain held before and after it.
+
+    ``sealed_seq`` is the sealed chain's head when the push began: its target.
+    """
 
     sent: int
     transactions: int
@@ -199,18 +202,17 @@ def push(
     before = int(node.call(deployment.address, "last_seq"))
     rederived = _sync_cache(ledger, node, deployment, before)
     position = before
+    # The target: what is sealed now. Entries sealed later wait for the next
+    # push, so a push ends even while the host keeps writing.
     sealed = ledger.sealed_position()
     sent_entries = transactions = 0
     if progress is not None:
         progress(0, max(sealed - before, 0))
-    while True:
-        entries = ledger.chain_entries(position, batch * window)
+    while position < sealed:
+        entries = ledger.chain_entries(position, min(batch * window, sealed - position))
         if not entries:
-            # Caught up: seal what committed meanwhile, and go on if that added any.
-            if ledger.seal() == 0:
-                break
-            continue
-        # A window: signed, sent in one JSON-RPC batch, its receipts fetched in batches.
+            break
+        # A window: signed, sent in nonce order, its receipts fetched in JSON-RPC batches.
         fees = node.fees()
         in_flight = [
             (_sign(node, deployment, group, fees), group) for group in _groups(entries, batch)
@@ -231,9 +233,7 @@ def push(
         if progress is not None:
             progress(sent_entries, max(sealed - before, sent_entries))
     after = int(node.call(deployment.address, "last_seq"))
-    return PushReport(
-        sent_entries, transactions, rederived, before, after, ledger.sealed_position()
-    )
+    return PushReport(sent_entries, transactions, rederived, before, after, sealed)
 
 
 def _groups(entries: list[ChainEntry], size: int) -> Iterator[list[ChainEntry]]:
