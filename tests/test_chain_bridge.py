@@ -474,3 +474,30 @@ def test_the_demo_can_end_on_a_local_anvil(
     assert code == 0, out + err
     assert "on chain: pushed" in out
     assert "on chain: reconciled" in out
+
+
+def test_a_chain_that_lost_blocks_gets_them_again(
+    engine: Engine,
+    anvil: Anvil,  # noqa: F811
+) -> None:
+    """A reorg, as anvil's evm_revert makes one: the cache drops what the chain lost."""
+    ledger = Ledger(engine)
+    economy(ledger, 30)
+    operator, deployment, key = deploy(ledger, anvil)
+    bridge.push(ledger, operator, batch=10)
+    kept = int(operator.call(deployment.address, "last_seq"))
+    snapshot = anvil.rpc("evm_snapshot")
+    economy_more(ledger, 40)
+    bridge.push(ledger, operator, batch=10)
+    assert cached_receipts(engine) == ledger.sealed_position() > kept
+    depth = bridge.status(ledger, operator, confirmations=3)
+    assert depth.confirmed < depth.cached == depth.sealed  # the newest blocks are shallow
+    assert anvil.rpc("evm_revert", snapshot) is True  # the blocks since the snapshot are gone
+    operator = Node(anvil.url, key)
+    assert int(operator.call(deployment.address, "last_seq")) == kept
+    report = bridge.push(ledger, operator, batch=10)
+    assert report.chain_seq_before == kept
+    assert report.sent == ledger.sealed_position() - kept
+    assert assert_chain_matches(ledger, operator, deployment.address) == ledger.sealed_position()
+    assert cached_receipts(engine) == ledger.sealed_position()
+    assert bridge.reconcile(ledger, operator).ok
