@@ -461,30 +461,20 @@ def reconcile(ledger: Ledger, node: Node, *, page_blocks: int = LOG_PAGE_BLOCKS)
     """
     deployment = _current(ledger, node)
     block = node.block_number()
-    snapshot: dict[str, int] = {}
-    accounts = 0
+    addresses: list[str] = []
     after: str | None = None
-    while True:
-        page = ledger.list_accounts(after=after, limit=500)
-        if not page:
-            break
-        for account in page:
-            address = address_for(account.account_id)
-            snapshot[address] = int(
-                node.call(deployment.address, "balanceOf", _checksum(address), block=block)
-            )
-        accounts += len(page)
+    while page := ledger.list_accounts(after=after, limit=1000):
+        addresses.extend(address_for(account.account_id) for account in page)
         after = page[-1].account_id
+    accounts = len(addresses)
     chain_seq = int(node.call(deployment.address, "last_seq", block=block))
     divergences, logs, holders = _check_logs(
         ledger, node, deployment, block, chain_seq, page_blocks
     )
     # Every address a Transfer ever reached, too: a holder the ledger does not know.
-    for address in sorted(holders | {ESCROW_ADDRESS}):
-        if address not in snapshot and address != ZERO_ADDRESS:
-            snapshot[address] = int(
-                node.call(deployment.address, "balanceOf", _checksum(address), block=block)
-            )
+    known = set(addresses)
+    addresses += sorted((holders | {ESCROW_ADDRESS}) - known - {ZERO_ADDRESS})
+    snapshot = node.balances(deployment.address, addresses, block)
     mismatches = ledger.reconcile(snapshot)
     chain_supply = int(node.call(deployment.address, "totalSupply", block=block))
     ledger_supply = to_chain_value(to_units(ledger.get_total_supply()))

@@ -44,6 +44,7 @@ __all__ = ["DEFAULT_TIMEOUT", "Node", "Sent", "decode_transfer", "log_topic"]
 
 DEFAULT_TIMEOUT = 60.0  # seconds to wait for a receipt
 _POLL = 0.05  # seconds between receipt polls
+_BATCH_CALLS = 500  # JSON-RPC calls per HTTP request
 
 
 def log_topic(signature: str) -> str:
@@ -132,6 +133,23 @@ class Node:
         """A view function of the token contract at ``block``."""
         fn = getattr(self.token(address).functions, function)(*args)
         return self._rpc(lambda: fn.call(block_identifier=block))
+
+    def balances(self, address: str, holders: Sequence[str], block: int) -> dict[str, int]:
+        """``balanceOf`` of each holder at ``block``, in JSON-RPC batches of ``_BATCH_CALLS``."""
+        selector, _ = self._functions["balanceOf"]
+        found: dict[str, int] = {}
+        for start in range(0, len(holders), _BATCH_CALLS):
+            chunk = [holder.lower() for holder in holders[start : start + _BATCH_CALLS]]
+            calls = [
+                ("eth_call", [{"to": address, "data": selector + "0" * 24 + h[2:]}, hex(block)])
+                for h in chunk
+            ]
+            for holder, response in zip(chunk, self._batch(calls), strict=True):
+                if "error" in response:
+                    message = response["error"].get("message", response["error"])
+                    raise ChainUnavailable(f"the node at {self.rpc} failed balanceOf: {message}")
+                found[holder] = int(response["result"], 16)
+        return found
 
     def check_deployment(self, chain_id: int, address: str) -> None:
         """Refuse a node on another chain, or one without the contract's code.
