@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -189,11 +190,17 @@ def test_push_of_hundreds_of_entries_with_stakes_and_reversals(
 ) -> None:
     ledger = Ledger(engine)
     economy(ledger, 60)
+    expiring = ledger.stake(
+        "agent-3", "2", "short bet", expires_at=datetime.now(UTC) + timedelta(seconds=0.3)
+    )
     operator, deployment, key = deploy(ledger, anvil)
     # One transaction per entry for the first part, then batches.
     first = bridge.push(ledger, operator, batch=1, window=8)
     assert first.sent == first.transactions == ledger.sealed_position()
     economy_more(ledger, 260)
+    while datetime.now(UTC) < expiring.expires_at + timedelta(seconds=0.05):  # type: ignore[operator]
+        time.sleep(0.05)
+    assert ledger.expire_stakes() == 1  # expiry is a Transfer from the escrow too
     monkeypatch.setenv("TOKENLEDGER_CHAIN_RPC", anvil.url)
     monkeypatch.setenv("TOKENLEDGER_CHAIN_KEY", key)
     code, out, err = cli(capsys, "chain", "push", "--batch", "100", "--url", database_url)
