@@ -169,18 +169,13 @@ def _register_bridge(chain: click.Group) -> None:
 
             deployment = bridge.deploy(ledger, node)
         if as_json:
-            print_json(
-                {
-                    "address": deployment.address,
-                    "chain_id": deployment.chain_id,
-                    "tx_hash": deployment.tx_hash,
-                    "block_number": deployment.block_number,
-                }
-            )
+            # Exactly the two keys CONTRACT.md names; the transaction is in the text form.
+            print_json({"address": deployment.address, "chain_id": deployment.chain_id})
         else:
             click.echo(
                 f"deployed the token contract at {deployment.address} on chain "
-                f"{deployment.chain_id} (block {deployment.block_number})"
+                f"{deployment.chain_id} (block {deployment.block_number}, "
+                f"transaction {deployment.tx_hash})"
             )
         return EXIT_OK
 
