@@ -139,6 +139,7 @@ def test_deploy_records_the_contract_and_never_shows_the_key(
     anvil: Anvil,  # noqa: F811
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     key = funded_key(anvil)
     monkeypatch.setenv("TOKENLEDGER_CHAIN_RPC", anvil.url)
@@ -164,6 +165,17 @@ def test_deploy_records_the_contract_and_never_shows_the_key(
     assert (receipt.seq, receipt.chain_id, receipt.contract) == (1, 31337, deployment.address)
     key_hex = key.removeprefix("0x")
     assert key_hex not in out + err + out2 + err2
+    # The key from a file instead of the environment.
+    monkeypatch.delenv("TOKENLEDGER_CHAIN_KEY")
+    key_file = tmp_path / "operator.key"
+    key_file.write_text(key + "\n")
+    ledger.create_account("bob", 1)
+    code, out3, err3 = cli(
+        capsys, "chain", "push", "--key-file", str(key_file), "--url", database_url
+    )
+    assert code == 0, err3
+    assert ledger.get_chain_receipt(2) is not None
+    assert key_hex not in out3 + err3
     # A malformed key is refused without being echoed; no node is no command.
     monkeypatch.setenv("TOKENLEDGER_CHAIN_KEY", "0x" + "zz" * 32)
     code, _, err = cli(capsys, "chain", "deploy", "--url", database_url)
