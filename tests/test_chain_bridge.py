@@ -520,3 +520,19 @@ def test_a_chain_that_lost_blocks_gets_them_again(
     assert assert_chain_matches(ledger, operator, deployment.address) == ledger.sealed_position()
     assert cached_receipts(engine) == ledger.sealed_position()
     assert bridge.reconcile(ledger, operator).ok
+
+
+def test_without_the_chain_extra_the_commands_say_which_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import tokenledger.chain  # noqa: PLC0415
+
+    for name in ("bridge", "node"):
+        monkeypatch.delitem(sys.modules, f"tokenledger.chain.{name}", raising=False)
+        monkeypatch.delattr(tokenledger.chain, name, raising=False)
+    monkeypatch.setitem(sys.modules, "web3", None)  # import web3 now raises ImportError
+    url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    for command in (("push",), ("deploy",), ("reconcile",), ("status",)):
+        code, _, err = cli(capsys, "chain", *command, "--rpc", "http://127.0.0.1:1", "--url", url)
+        assert code == 5, err
+        assert "tokenledger[chain]" in err

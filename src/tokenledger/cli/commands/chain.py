@@ -165,7 +165,7 @@ def _register_bridge(chain: click.Group) -> None:
     def deploy(rpc: str | None, key_file: str | None, as_json: bool, url: str | None) -> int:
         """Deploy the ledger's token contract with the operator key, and record it."""
         with _node(rpc, key_file) as node, open_ledger(url) as ledger:
-            from tokenledger.chain import bridge  # noqa: PLC0415
+            bridge = _bridge()
 
             deployment = bridge.deploy(ledger, node)
         if as_json:
@@ -212,7 +212,7 @@ def _register_bridge(chain: click.Group) -> None:
         sends no entry twice and skips none (the contract's record of applied
         entries is the truth). Exits 0 when everything sealed is on chain.
         """
-        from tokenledger.chain import bridge  # noqa: PLC0415
+        bridge = _bridge()
 
         with (
             _node(rpc, key_file) as node,
@@ -244,7 +244,7 @@ def _register_bridge(chain: click.Group) -> None:
     @url_option
     def status(confirmations: int, rpc: str | None, as_json: bool, url: str | None) -> int:
         """Sealed, sent, confirmed and pending entries, and the node's last block."""
-        from tokenledger.chain import bridge  # noqa: PLC0415
+        bridge = _bridge()
 
         with _node(rpc, None) as node, open_ledger(url) as ledger:
             state = bridge.status(ledger, node, confirmations=confirmations)
@@ -266,7 +266,7 @@ def _register_bridge(chain: click.Group) -> None:
     @url_option
     def anchor(rpc: str | None, key_file: str | None, as_json: bool, url: str | None) -> int:
         """Record the latest checkpoint (taken now if needed) in the token contract."""
-        from tokenledger.chain import bridge  # noqa: PLC0415
+        bridge = _bridge()
 
         with _node(rpc, key_file) as node, open_ledger(url) as ledger:
             checkpoint = bridge.anchor(ledger, node)
@@ -290,7 +290,7 @@ def _register_bridge(chain: click.Group) -> None:
     @url_option
     def anchor_show(rpc: str | None, url: str | None) -> int:
         """Print the anchor the token contract holds, as JSON for 'verify --anchor FILE'."""
-        from tokenledger.chain import bridge  # noqa: PLC0415
+        bridge = _bridge()
 
         with _node(rpc, None) as node, open_ledger(url) as ledger:
             held = bridge.read_anchor(ledger, node)
@@ -301,7 +301,7 @@ def _register_bridge(chain: click.Group) -> None:
 
 
 def _reconcile_node(rpc: str | None, as_json: bool, url: str | None) -> int:
-    from tokenledger.chain import bridge  # noqa: PLC0415
+    bridge = _bridge()
 
     with _node(rpc, None) as node, open_ledger(url) as ledger:
         result = bridge.reconcile(ledger, node)
@@ -337,6 +337,15 @@ def _reconcile_node(rpc: str | None, as_json: bool, url: str | None) -> int:
         return EXIT_OK
     click.echo(f"{count(problems, 'difference/differences')} at block {result.block}")
     return EXIT_PROBLEMS
+
+
+def _bridge() -> Any:
+    """``tokenledger.chain.bridge``, or exit 5 naming the extra it needs."""
+    try:
+        from tokenledger.chain import bridge  # noqa: PLC0415 -- the 'chain' extra
+    except ImportError as exc:
+        raise CommandFailed(str(exc), EXIT_MISSING_EXTRA) from exc
+    return bridge
 
 
 @contextmanager
