@@ -246,7 +246,7 @@ def _register_bridge(chain: click.Group) -> None:
         """Sealed, sent, confirmed and pending entries, and the node's last block."""
         bridge = _bridge()
 
-        with _node(rpc, None) as node, open_ledger(url) as ledger:
+        with _node(rpc, None, signs=False) as node, open_ledger(url) as ledger:
             state = bridge.status(ledger, node, confirmations=confirmations)
         if as_json:
             print_json(state)
@@ -292,7 +292,7 @@ def _register_bridge(chain: click.Group) -> None:
         """Print the anchor the token contract holds, as JSON for 'verify --anchor FILE'."""
         bridge = _bridge()
 
-        with _node(rpc, None) as node, open_ledger(url) as ledger:
+        with _node(rpc, None, signs=False) as node, open_ledger(url) as ledger:
             held = bridge.read_anchor(ledger, node)
         if held is None:
             raise CommandFailed("the token contract holds no anchor yet", EXIT_REJECTED)
@@ -303,7 +303,7 @@ def _register_bridge(chain: click.Group) -> None:
 def _reconcile_node(rpc: str | None, as_json: bool, url: str | None) -> int:
     bridge = _bridge()
 
-    with _node(rpc, None) as node, open_ledger(url) as ledger:
+    with _node(rpc, None, signs=False) as node, open_ledger(url) as ledger:
         result = bridge.reconcile(ledger, node)
     if as_json:
         print_json({**jsonable(result), "ok": result.ok})
@@ -349,8 +349,11 @@ def _bridge() -> Any:
 
 
 @contextmanager
-def _node(rpc: str | None, key_file: str | None) -> Iterator[Node]:
-    """The node to talk to, with the operator key when one is configured."""
+def _node(rpc: str | None, key_file: str | None, *, signs: bool = True) -> Iterator[Node]:
+    """The node to talk to; with the operator key for a command that ``signs``.
+
+    A read-only command never reads the key, so a bad one cannot stop it.
+    """
     endpoint = rpc or os.environ.get(RPC_ENV)
     if not endpoint:
         raise CommandFailed(f"no node: pass --rpc URL or set {RPC_ENV}", EXIT_USAGE)
@@ -359,11 +362,16 @@ def _node(rpc: str | None, key_file: str | None) -> Iterator[Node]:
     except ImportError as exc:
         raise CommandFailed(str(exc), EXIT_MISSING_EXTRA) from exc
     key: str | None
-    if key_file is not None:
+    if not signs:
+        key = None
+    elif key_file is not None:
         try:
             key = Path(key_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CommandFailed(f"cannot read the key file: {exc}", EXIT_USAGE) from None
+        except OSError as exc:
+            raise CommandFailed(f"cannot read the key file: {exc.strerror}", EXIT_USAGE) from None
+        except UnicodeDecodeError:
+            # Not the decoder's message: it quotes the bytes it stopped at.
+            raise CommandFailed("the key file is not text", EXIT_USAGE) from None
     else:
         key = os.environ.get(KEY_ENV) or None
     yield Node(endpoint, key)
