@@ -26,6 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import chain
 import cpu
 import ledger_copy
 import reads
@@ -39,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- RESULTS:BEGIN -->", "<!-- RESULTS:END -->"
 
-SECTIONS = {"writes", "cpu", "tamper", "sqlite", "reads"}
+SECTIONS = {"writes", "cpu", "tamper", "sqlite", "reads", "chain"}
 # Run only when asked (--only copy): building and copying 1,000,000 entries takes minutes.
 OPTIONAL_SECTIONS = {"copy"}
 
@@ -318,6 +319,23 @@ def render(results: dict[str, Any]) -> str:
             f"{k['copy_peak_rss_mib']} MiB during the copy, {k['peak_rss_mib']} MiB with "
             f"`verify` (baseline {k['baseline_rss_mib']} MiB).",
         ]
+    if "chain" in results:
+        c = results["chain"]
+        lines += [
+            "",
+            "| chain push on anvil (issue 14) | entries | transactions | s | entries/s | target |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for mode, target in (
+            ("single", chain.TARGETS["single_per_second"]),
+            ("batched", chain.TARGETS["batched_per_second"]),
+        ):
+            row = c[mode]
+            lines.append(
+                f"| {mode} ({row['batch']} per transaction) | {row['entries']:,} | "
+                f"{row['transactions']:,} | {row['seconds']} | {row['per_second']:,} | "
+                f">= {target:,} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -366,6 +384,10 @@ def main() -> None:
     if "copy" in sections:
         entries = 100_000 if args.quick else 1_000_000
         results["copy"] = ledger_copy.run(admin_url, accounts=entries // 10, entries=entries)
+    if "chain" in sections:
+        results["chain"] = chain.run(
+            single=300 if args.quick else 1_000, batched=3_000 if args.quick else 10_000
+        )
     out = ROOT / "bench" / "results" / f"{results['date']}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")

@@ -101,8 +101,9 @@ def test_history_lists_the_revisions_in_order() -> None:
         "0005_tamper_evidence",
         "0006_event_consumers",
         "0007_group_commit",
+        "0008_chain_bridge",
     ]
-    assert migrations.head() == "0007_group_commit"
+    assert migrations.head() == "0008_chain_bridge"
 
 
 def test_alembic_command_line_from_the_repository_root(fresh_url: str) -> None:

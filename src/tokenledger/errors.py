@@ -3,6 +3,9 @@
 from tokenledger.domain.errors import (
     AccountExists,
     AccountNotFound,
+    ChainError,
+    ChainReverted,
+    ChainUnavailable,
     ConcurrencyConflict,
     ConsumerConflict,
     EntryNotFound,
@@ -12,6 +15,7 @@ from tokenledger.domain.errors import (
     InvalidAmount,
     InvalidArgument,
     LedgerError,
+    NotDeployed,
     NotSealed,
     OutcomeUnknown,
     ReplicationUnavailable,
@@ -19,11 +23,15 @@ from tokenledger.domain.errors import (
     StakeExpired,
     StakeNotFound,
     StorageError,
+    WrongChain,
 )
 
 __all__ = [
     "AccountExists",
     "AccountNotFound",
+    "ChainError",
+    "ChainReverted",
+    "ChainUnavailable",
     "ConcurrencyConflict",
     "ConsumerConflict",
     "EntryNotFound",
@@ -33,6 +41,7 @@ __all__ = [
     "InvalidAmount",
     "InvalidArgument",
     "LedgerError",
+    "NotDeployed",
     "NotSealed",
     "OutcomeUnknown",
     "ReplicationUnavailable",
@@ -40,4 +49,5 @@ __all__ = [
     "StakeExpired",
     "StakeNotFound",
     "StorageError",
+    "WrongChain",
 ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
@@ -151,7 +151,7 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
         rows = ledger.list_entries(account=account, since=since, before=before, limit=limit + 1)
         page = rows[:limit]
         return LedgerPageOut(
-            entries=[EntryOut.model_validate(entry) for entry in page],
+            entries=_on_chain(ledger, [EntryOut.model_validate(entry) for entry in page]),
             next_before=page[-1].id if len(rows) > limit else None,
         )
 
@@ -210,7 +210,7 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
         """
         page = ledger.events(after, limit)
         return EventsPageOut(
-            events=[EventOut.model_validate(event) for event in page],
+            events=_on_chain(ledger, [EventOut.model_validate(event) for event in page]),
             next_after=page[-1].seq if page else after,
         )
 
@@ -256,14 +256,28 @@ def create_router(ledger: Ledger, *, strict_query: bool = True) -> APIRouter:
                 if not page and time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
                     quiet_since = time.monotonic()
                     yield ": keepalive\n\n"
-                for event in page:
+                outs = [EventOut.model_validate(event) for event in page]
+                if outs:
+                    outs = await run_in_threadpool(_on_chain, ledger, outs)
+                for out in outs:
                     quiet_since = time.monotonic()
-                    data = EventOut.model_validate(event).model_dump_json()
-                    yield f"id: {event.seq}\nevent: entry\ndata: {data}\n\n"
-                    position = event.seq
+                    data = out.model_dump_json()
+                    yield f"id: {out.seq}\nevent: entry\ndata: {data}\n\n"
+                    position = out.seq
 
         return StreamingResponse(
             stream(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
 
     return router
+
+
+Out = TypeVar("Out", bound=EntryOut)
+
+
+def _on_chain(ledger: Ledger, outs: list[Out]) -> list[Out]:
+    """The entries with their ``tx_hash`` where the chain bridge has pushed them."""
+    hashes = ledger.chain_tx_hashes(out.id for out in outs)
+    if not hashes:
+        return outs
+    return [out.model_copy(update={"tx_hash": hashes.get(out.id)}) for out in outs]

@@ -150,6 +150,12 @@ class EntryOut(_Out):
     )
     stake_id: int | None = Field(description="The stake this entry locks, pays or returns.")
     reverses_entry_id: int | None = Field(description="The entry this one compensates.")
+    tx_hash: str | None = Field(
+        default=None,
+        pattern=r"^0x[0-9a-f]{64}$",
+        description="The transaction that applied the entry on the token contract "
+        "(`tokenledger chain push`); null until it is on chain.",
+    )
 
 
 class EventOut(EntryOut):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import click
 from rich.console import Console
@@ -67,12 +67,27 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(jsonable(value), indent=2, ensure_ascii=False))
 
 
-def statement_table(owner: str, entries: Sequence[LedgerEntry], title: str) -> Table:
-    """One account's entries: who paid whom, signed for ``owner``, and its balance after."""
+def statement_table(
+    owner: str,
+    entries: Sequence[LedgerEntry],
+    title: str,
+    *,
+    tx_hashes: Mapping[int, str] | None = None,
+) -> Table:
+    """One account's entries: who paid whom, signed for ``owner``, and its balance after.
+
+    With ``tx_hashes`` (the ledger has a token contract), a last column shows
+    each entry's transaction on chain, blank until it is pushed.
+    """
     table = Table(title=title, title_justify="left")
-    for header in ("id", "time (UTC)", "from", "to", "amount", "balance after", "reason"):
+    headers = ["id", "time (UTC)", "from", "to", "amount", "balance after", "reason"]
+    if tx_hashes is not None:
+        headers.append("tx hash")
+    for header in headers:
         numeric = header in {"id", "amount", "balance after"}
-        table.add_column(header, justify="right" if numeric else "left")
+        # A hash is folded, never cut: it is copied into block explorers.
+        overflow: Literal["fold", "ellipsis"] = "fold" if header == "tx hash" else "ellipsis"
+        table.add_column(header, justify="right" if numeric else "left", overflow=overflow)
     for entry in entries:
         incoming = entry.to_account == owner
         after = entry.balance_after_to if incoming else entry.balance_after_from
@@ -85,6 +100,7 @@ def statement_table(owner: str, entries: Sequence[LedgerEntry], title: str) -> T
                 ("+" if incoming else "-") + amount(entry.amount),
                 amount(after),
                 entry.reason,
+                *([] if tx_hashes is None else [tx_hashes.get(entry.id)]),
             )
         )
     return table

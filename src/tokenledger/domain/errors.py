@@ -16,6 +16,11 @@ changed nothing in the database::
     │   └── StakeExpired         past its expiry: it can only be released or expired
     ├── EntryNotFound            (also LookupError)
     ├── ConsumerConflict         the event consumer is already at or past that position
+    ├── ChainError               the chain bridge failed (extra ``chain``)
+    │   ├── ChainUnavailable     the node could not be reached, or refused a request
+    │   ├── WrongChain           the node's chain id is not the deployment's
+    │   ├── NotDeployed          no token contract recorded, or none at its address
+    │   └── ChainReverted        a transaction was mined with status 0
     ├── InternalError            the ledger contradicted itself (a bug); nothing was written
     └── StorageError             the database failed or could not be reached
         ├── ConcurrencyConflict  a lock conflict that bounded retries did not resolve
@@ -33,6 +38,9 @@ from __future__ import annotations
 __all__ = [
     "AccountExists",
     "AccountNotFound",
+    "ChainError",
+    "ChainReverted",
+    "ChainUnavailable",
     "ConcurrencyConflict",
     "ConsumerConflict",
     "EntryNotFound",
@@ -42,6 +50,7 @@ __all__ = [
     "InvalidAmount",
     "InvalidArgument",
     "LedgerError",
+    "NotDeployed",
     "NotSealed",
     "OutcomeUnknown",
     "ReplicationUnavailable",
@@ -49,6 +58,7 @@ __all__ = [
     "StakeExpired",
     "StakeNotFound",
     "StorageError",
+    "WrongChain",
 ]
 
 
@@ -159,6 +169,48 @@ class ConsumerConflict(LedgerError):
         self.name = name
         self.seq = seq
         self.position = position
+
+
+class ChainError(LedgerError):
+    """The chain bridge failed; what is on chain is still the truth (push resumes from it)."""
+
+
+class ChainUnavailable(ChainError):
+    """The node could not be reached, or answered a request with an error."""
+
+
+class WrongChain(ChainError):
+    """The node serves another chain than the one the token contract was deployed on."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(
+            f"the node serves chain id {actual}, but the token contract is on chain {expected}"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class NotDeployed(ChainError):
+    """No token contract is recorded in the ledger, or the node has no code at its address."""
+
+
+class ChainReverted(ChainError):
+    """A transaction was mined with status 0: it changed nothing on chain.
+
+    The entries it carried are not applied; pushing again retries them, so
+    the cause (a rogue transfer that emptied a holder, too little gas) must
+    be found first: ``tokenledger chain reconcile`` names divergences.
+    """
+
+    def __init__(self, tx_hash: str, first_seq: int, last_seq: int, detail: str = "") -> None:
+        span = f"entry {first_seq}" if first_seq == last_seq else f"entries {first_seq}-{last_seq}"
+        super().__init__(
+            f"transaction {tx_hash} ({span}) was reverted on chain"
+            + (f": {detail}" if detail else "")
+        )
+        self.tx_hash = tx_hash
+        self.first_seq = first_seq
+        self.last_seq = last_seq
 
 
 class InternalError(LedgerError):

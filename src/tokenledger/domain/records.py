@@ -18,7 +18,10 @@ from tokenledger.domain.amounts import AmountInput, from_units
 
 __all__ = [
     "Account",
+    "ChainEntry",
+    "ChainReceipt",
     "Checkpoint",
+    "Deployment",
     "Distribution",
     "Event",
     "Holder",
@@ -92,6 +95,50 @@ class Event(LedgerEntry):
 
     seq: int = 0
     chain_hash: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainEntry:
+    """A sealed entry as the token contract applies it: addresses and an 18-decimal value.
+
+    ``sender`` is the zero address for a mint, ``receiver`` for a burn;
+    ``ledger_time`` is the entry's timestamp in Unix seconds.
+    """
+
+    seq: int
+    chain_hash: str
+    entry_id: int
+    sender: str
+    receiver: str
+    value: int
+    ledger_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChainReceipt:
+    """Where an entry landed on chain: its transaction and its ``Transfer`` log."""
+
+    entry_id: int
+    seq: int
+    chain_id: int
+    contract: str
+    tx_hash: str
+    block_number: int
+    log_index: int
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A token contract deployed for the ledger (``tokenledger chain deploy``)."""
+
+    id: int
+    chain_id: int
+    address: str
+    operator: str
+    tx_hash: str
+    block_number: int
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

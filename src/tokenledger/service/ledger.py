@@ -50,6 +50,7 @@ from tokenledger.domain.records import (
     entry_from_row,
 )
 from tokenledger.service.analytics import AnalyticsOperations
+from tokenledger.service.chain import ChainOperations
 from tokenledger.service.core import check_same_request, entry_to_find
 from tokenledger.service.events import EventOperations
 from tokenledger.service.stakes import StakeOperations
@@ -67,7 +68,7 @@ _TRANSFER_KEYS = frozenset(f.name for f in fields(Transfer))
 _REQUIRED_KEYS = frozenset({"from_id", "to_id", "amount", "reason"})
 
 
-class Ledger(StakeOperations, EventOperations, AnalyticsOperations):
+class Ledger(StakeOperations, EventOperations, AnalyticsOperations, ChainOperations):
     """The double-entry token ledger.
 
     ``Ledger(engine)`` runs each call in its own transaction.

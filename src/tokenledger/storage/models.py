@@ -27,6 +27,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.ext.compiler import compiles
@@ -45,7 +46,9 @@ __all__ = [
     "ChainRow",
     "CheckpointRow",
     "ConsumerRow",
+    "DeploymentRow",
     "EntryRow",
+    "ReceiptRow",
     "StakeRow",
     "UTCDateTime",
     "WriterTxidDefault",
@@ -54,7 +57,9 @@ __all__ = [
     "chain_table",
     "checkpoints_table",
     "consumers_table",
+    "deployments_table",
     "journal_table",
+    "receipts_table",
     "stakes_table",
 ]
 
@@ -327,6 +332,48 @@ class ConsumerRow(Base):
     )
 
 
+class DeploymentRow(Base):
+    """``token_chain_deployments``: the token contracts deployed for this ledger (revision 0008).
+
+    The newest row is the contract ``chain push`` and ``reconcile`` use.
+    """
+
+    __tablename__ = "token_chain_deployments"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    chain_id: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    address: Mapped[str] = mapped_column(String(42), nullable=False)
+    operator: Mapped[str] = mapped_column(String(42), nullable=False)
+    tx_hash: Mapped[str] = mapped_column(String(66), nullable=False)
+    block_number: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, nullable=False)
+
+    __table_args__ = (UniqueConstraint("chain_id", "address"),)
+
+
+class ReceiptRow(Base):
+    """``token_chain_receipts``: where each sealed entry landed on chain (revision 0008).
+
+    A cache of the chain: the contract's ``last_seq`` and its ``Entry`` logs
+    are the truth, and ``chain push`` re-derives missing rows from them.
+    ``log_index`` is that of the entry's ``Transfer`` log.
+    """
+
+    __tablename__ = "token_chain_receipts"
+
+    deployment_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("token_chain_deployments.id"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("token_ledger.id"), nullable=False)
+    tx_hash: Mapped[str] = mapped_column(String(66), nullable=False)
+    block_number: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    log_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[int] = mapped_column(SmallInteger, nullable=False)
+
+    __table_args__ = (Index("ix_token_chain_receipts_entry_id", "entry_id"),)
+
+
 # The Core tables behind the models, typed as ``Table`` for the repository.
 accounts_table = cast(Table, AccountRow.__table__)
 journal_table = cast(Table, EntryRow.__table__)
@@ -335,3 +382,5 @@ chain_table = cast(Table, ChainRow.__table__)
 chain_head_table = cast(Table, ChainHeadRow.__table__)
 checkpoints_table = cast(Table, CheckpointRow.__table__)
 consumers_table = cast(Table, ConsumerRow.__table__)
+deployments_table = cast(Table, DeploymentRow.__table__)
+receipts_table = cast(Table, ReceiptRow.__table__)

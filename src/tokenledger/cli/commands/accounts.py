@@ -17,6 +17,7 @@ from tokenledger.cli.render import (
     statement_table,
     supply_table,
 )
+from tokenledger.domain.records import jsonable
 
 __all__ = ["register"]
 
@@ -77,13 +78,23 @@ def register(cli: click.Group) -> None:
         """Account ID's entries, newest first."""
         with open_ledger(url) as ledger:
             entries = ledger.get_statement(account_id, since=since, limit=limit)
+            on_chain = ledger.chain_deployment() is not None
+            hashes = ledger.chain_tx_hashes(entry.id for entry in entries) if on_chain else {}
         if as_json:
-            print_json(entries)
+            # tx_hash: null until the entry is on chain (tokenledger chain push).
+            print_json([{**jsonable(e), "tx_hash": hashes.get(e.id)} for e in entries])
             return EXIT_OK
         if not entries:
             click.echo(f"no entries for {account_id}")
             return EXIT_OK
-        console().print(statement_table(account_id, entries, f"Statement of {account_id}"))
+        console().print(
+            statement_table(
+                account_id,
+                entries,
+                f"Statement of {account_id}",
+                tx_hashes=hashes if on_chain else None,
+            )
+        )
         return EXIT_OK
 
     @cli.command("supply")

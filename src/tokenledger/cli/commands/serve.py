@@ -28,6 +28,7 @@ from tokenledger.cli.exits import (
 )
 from tokenledger.cli.options import url_option
 from tokenledger.cli.render import console, demo_progress, print_demo
+from tokenledger.service.ledger import Ledger
 
 __all__ = ["register"]
 
@@ -91,8 +92,17 @@ def register(cli: click.Group) -> None:
         is_flag=True,
         help="Play even in a database that holds accounts other than the demo's.",
     )
+    @click.option(
+        "--chain",
+        "on_chain",
+        is_flag=True,
+        help="End on chain: deploy the token to a local anvil, push every entry, reconcile "
+        "(needs the 'chain' extra and anvil).",
+    )
     @url_option
-    def demo(agents: int, rounds: int, seed: int, force: bool, url: str | None) -> int:
+    def demo(
+        agents: int, rounds: int, seed: int, force: bool, on_chain: bool, url: str | None
+    ) -> int:
         """Play a small agent economy, then check that the books balance.
 
         Agents (demo-<role>-NNN) are endowed, rewarded for debates and
@@ -121,5 +131,33 @@ def register(cli: click.Group) -> None:
             )
             with demo_progress(out, rounds) as progress:
                 result = run_demo(ledger, config, progress)
-        print_demo(out, result)
-        return EXIT_OK if result.integrity.ok else EXIT_PROBLEMS
+            print_demo(out, result)
+            chain_ok = _demo_on_chain(ledger) if on_chain else True
+        return EXIT_OK if result.integrity.ok and chain_ok else EXIT_PROBLEMS
+
+
+def _demo_on_chain(ledger: Ledger) -> bool:
+    """The demo's journal replayed on a local anvil, then reconciled; True when they agree."""
+    try:
+        from tokenledger.chain import bridge  # noqa: PLC0415
+        from tokenledger.chain.local import fresh_funded_key, local_anvil  # noqa: PLC0415
+        from tokenledger.chain.node import Node  # noqa: PLC0415
+    except ImportError as exc:
+        raise CommandFailed(str(exc), EXIT_MISSING_EXTRA) from exc
+    with local_anvil() as rpc:
+        node = Node(rpc, fresh_funded_key(rpc))
+        deployment = bridge.deploy(ledger, node)
+        click.echo(f"on chain: token contract {deployment.address} on a local anvil ({rpc})")
+        report = bridge.push(ledger, node, batch=100)
+        click.echo(f"on chain: pushed {report.sent} entries in {report.transactions} transactions")
+        result = bridge.reconcile(ledger, node)
+    if result.ok:
+        click.echo(
+            f"on chain: reconciled at block {result.block}: {result.accounts} accounts, the "
+            f"escrow, the total supply and {result.logs} Transfer logs agree"
+        )
+        return True
+    for divergence in result.divergences:
+        click.echo(f"on chain: {divergence.message}")
+    click.echo(f"on chain: {len(result.mismatches)} balances differ")
+    return False

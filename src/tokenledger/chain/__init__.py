@@ -1,4 +1,9 @@
-"""The on-chain mapping and the journal's hashes: pure functions, no database.
+"""The on-chain mapping and the journal's hashes, and the bridge to a real chain.
+
+This module itself holds pure functions and imports no web3; the bridge
+(extra ``chain``) is its submodules: ``bridge`` (deploy, push, reconcile,
+anchor), ``node`` (web3), ``artifact`` (the token contract), ``local`` (a
+throwaway anvil). See docs/chain.md.
 
 ``address_for``, ``ZERO_ADDRESS``, ``to_chain_value`` (``domain.addresses``)
 map accounts and amounts onto an ERC-20 token; ``entry_hash``,
