@@ -25,7 +25,8 @@ from sqlalchemy import inspect, select, text
 from conftest import PostgresServer
 from tokenledger import Ledger, migrations
 from tokenledger.storage import create_engine
-from tokenledger.storage.models import Base
+from tokenledger.storage.models import Base, ChainRow
+from tokenledger.storage.repository import receipts
 
 Result = subprocess.CompletedProcess[str]
 
@@ -123,9 +124,41 @@ def build_source(url: str) -> None:
     ledger.reverse(mistake.id, "undo")
     assert ledger.checkpoint() is not None
     ledger.consumer("mailer").commit(3)
+    _receipts_of_the_sealed_entries(url)
     ledger.transfer("alice", "bob", 2, "last, not sealed yet")
     assert ledger.get_stake(kept.id).status == "open"
     ledger.dispose()
+
+
+def _receipts_of_the_sealed_entries(url: str) -> None:
+    """A deployed contract and a receipt per sealed entry, as `chain push` records them."""
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        deployment = receipts.add_deployment(
+            connection,
+            chain_id=31337,
+            address="0x" + "ab" * 20,
+            operator="0x" + "cd" * 20,
+            tx_hash="0x" + "01" * 32,
+            block_number=1,
+        )
+        sealed = connection.execute(select(ChainRow.seq, ChainRow.entry_id)).all()
+        receipts.add_receipts(
+            connection,
+            [
+                {
+                    "deployment_id": deployment.id,
+                    "seq": seq,
+                    "entry_id": entry_id,
+                    "tx_hash": f"0x{seq:064x}",
+                    "block_number": 1 + seq,
+                    "log_index": 0,
+                    "status": 1,
+                }
+                for seq, entry_id in sealed
+            ],
+        )
+    engine.dispose()
 
 
 def dump(url: str) -> dict[str, list[tuple[Any, ...]]]:
@@ -190,7 +223,8 @@ def test_a_copy_keeps_every_row_and_the_target_carries_on(
     assert dump(target) == before  # every value, ids, digests (NULL ones too), chain
     assert dump(source) == before  # the source is only read
     assert export(target) == export(source)
-    assert all(before[name] for name in ("token_checkpoints", "token_consumers", "token_stakes"))
+    copied = ("token_checkpoints", "token_consumers", "token_stakes", "token_chain_receipts")
+    assert all(before[name] for name in copied)
     with host.connect() as connection:
         assert connection.execute(text("SELECT id FROM actor_reputation")).scalar_one() == 42
     host.dispose()
