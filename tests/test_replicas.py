@@ -132,6 +132,54 @@ def test_a_replica_behind_the_write_is_waited_for_then_the_primary_answers(
         replica_engine.dispose()
 
 
+@pytest.mark.postgresql
+@pytest.mark.parametrize("group_commit", [False, True])
+def test_a_connection_lost_right_after_the_commit_is_not_written_twice(
+    pg_engine: Engine, group_commit: bool
+) -> None:
+    """The commit succeeded; the position query after it fails: nothing is retried."""
+    replica_engine = create_engine(pg_engine.url)
+    side = create_engine(pg_engine.url)
+    armed = threading.Event()
+
+    def end_the_session(_c: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if armed.is_set() and "pg_current_wal_insert_lsn" in statement:
+            armed.clear()
+            with side.connect() as connection:
+                connection.execute(
+                    text("SELECT pg_terminate_backend(:pid)"),
+                    {"pid": cursor.connection.get_backend_pid()},
+                )
+                connection.commit()
+            time.sleep(0.2)  # the backend is gone before the query is sent
+
+    try:
+        ledger = Ledger(pg_engine, replica_engine, group_commit=group_commit)
+        ledger.create_account("alice", 100)
+        ledger.create_account("bob", 0)
+        event.listen(pg_engine, "before_cursor_execute", end_the_session)
+        armed.set()
+        entry = ledger.transfer("alice", "bob", 10, "once")
+        armed.set()
+        stake = ledger.stake("alice", 5, "once")
+        event.remove(pg_engine, "before_cursor_execute", end_the_session)
+
+        with side.connect() as connection:
+            written = connection.execute(
+                text("SELECT count(*) FROM token_ledger WHERE reason = 'once'")
+            ).scalar_one()
+            stakes = connection.execute(text("SELECT count(*) FROM token_stakes")).scalar_one()
+        assert (written, stakes) == (2, 1)  # the transfer and the stake's lock entry, once each
+        assert ledger.get_balance("alice") == Decimal(85)
+        assert ledger.get_balance("bob") == Decimal(10)
+        assert ledger.get_entry(entry.id).amount == Decimal(10)
+        assert ledger.get_stake(stake.id).amount == Decimal(5)
+        assert ledger.verify().ok
+    finally:
+        side.dispose()
+        replica_engine.dispose()
+
+
 def _recovery_conflict(backend: str) -> OperationalError:
     orig: Exception
     if backend == "postgresql":

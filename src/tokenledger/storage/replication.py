@@ -36,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from sqlalchemy import Connection, Engine
@@ -97,6 +97,7 @@ class ReplicatedBinding(EngineBinding):
         self.replica_wait = replica_wait
         self._lock = threading.Lock()
         self._written = 0  # the highest WAL position of a commit through this binding
+        self._position_unknown = False  # a commit whose position could not be read
         self._paused_until = 0.0
         self._local = threading.local()  # the error this thread's last replica read raised
         # What the reads did, for tests and monitoring (approximate under threads):
@@ -104,20 +105,36 @@ class ReplicatedBinding(EngineBinding):
         self.counts = {"replica": 0, "primary": 0, "waited": 0}
 
     def _committed(self, connection: Connection) -> None:
+        """Note the WAL position of the commit just made; never raises.
+
+        The commit has succeeded: an error now (the connection lost right
+        after COMMIT) must not reach ``run_write``, which would take it for a
+        failure before the commit and write again. The position stays
+        unknown instead, and reads go to the primary until a later commit's
+        position is known.
+        """
         if self._sqlite:
             return
-        driver: Any = connection.connection.driver_connection
-        if not driver.autocommit:
-            # The transaction is over: asking in autocommit costs one round trip,
-            # not three (the driver mode is put back when the connection returns).
-            driver.autocommit = True
-        position = int(connection.exec_driver_sql(_INSERT_POSITION).scalar_one())
+        try:
+            driver: Any = connection.connection.driver_connection
+            if not driver.autocommit:
+                # The transaction is over: asking in autocommit costs one round trip,
+                # not three (the driver mode is put back when the connection returns).
+                driver.autocommit = True
+            position = int(connection.exec_driver_sql(_INSERT_POSITION).scalar_one())
+        except Exception:  # see above: committed, position unknown
+            with suppress(Exception):
+                connection.invalidate()
+            with self._lock:
+                self._position_unknown = True
+            return
         with self._lock:
             self._written = max(self._written, position)
+            self._position_unknown = False
 
     @contextmanager
     def read(self, *, snapshot: bool = False, primary: bool = False) -> Iterator[Connection]:
-        if primary or time.monotonic() < self._paused_until:
+        if primary or self._position_unknown or time.monotonic() < self._paused_until:
             self.counts["primary"] += 1
             with super().read(snapshot=snapshot) as connection:
                 yield connection
