@@ -369,6 +369,39 @@ def test_a_chain_the_target_server_could_not_extend_is_refused(
     assert migrations.current(target) is None  # refused before anything was written
 
 
+@pytest.mark.postgresql
+def test_a_round_trip_through_sqlite_comes_back_only_unwritten(
+    new_url: Callable[[str], str],
+) -> None:
+    """PostgreSQL -> SQLite -> PostgreSQL: whole if SQLite only read it; refused if it wrote."""
+    first, local, back = new_url("postgresql"), new_url("sqlite"), new_url("postgresql")
+    build_source(first)
+    assert run_cli("db", "copy", "--from", first, "--to", local).returncode == 0
+
+    returned = run_cli("db", "copy", "--from", local, "--to", back)
+    assert returned.returncode == 0, returned.stderr
+    ledger = Ledger.from_url(back)
+    try:
+        ledger.transfer("carol", "bob", 1, "home again")
+        assert ledger.seal() >= 1
+        report = ledger.verify()
+        assert report.ok, report.problems
+        assert report.counts["unsealed_pending"] == 0
+    finally:
+        ledger.dispose()
+
+    ledger = Ledger.from_url(local)
+    try:
+        ledger.transfer("carol", "bob", 1, "written during the investigation")
+    finally:
+        ledger.dispose()
+    again = new_url("postgresql")
+    refused = run_cli("db", "copy", "--from", local, "--to", again)
+    assert refused.returncode == 1
+    assert "written on SQLite after it was copied from PostgreSQL" in refused.stderr
+    assert migrations.current(again) is None  # refused before anything was written
+
+
 def test_a_source_at_an_older_revision_is_copied_at_that_revision(
     new_url: Callable[[str], str],
 ) -> None:

@@ -234,6 +234,21 @@ def _require_sealable_on(source: Connection, target: Engine) -> None:
     copied = source.execute(select(func.max(journal.c.writer_txid))).scalar_one()
     if not copied:
         return
+    # Entries written on SQLite after a copy from PostgreSQL (writer_txid 0
+    # above the last PostgreSQL-written one) are the third run of the sealing
+    # order, which the PostgreSQL sealer does not follow: refused, not broken.
+    top = source.execute(select(func.max(journal.c.id)).where(journal.c.writer_txid > 0))
+    later = source.execute(
+        select(func.count())
+        .select_from(journal)
+        .where(journal.c.writer_txid == 0, journal.c.id > top.scalar_one())
+    ).scalar_one()
+    if later:
+        raise CopyRefused(
+            f"the source holds {later} entries written on SQLite after it was copied from "
+            "PostgreSQL: copying such a ledger back to PostgreSQL is not supported (its "
+            "sealer could not order them; see docs/operations.md)"
+        )
     with target.connect() as connection:
         # xmax of a snapshot: the next txid to be assigned (it assigns none itself).
         upcoming = connection.execute(
