@@ -124,6 +124,7 @@ def build_source(url: str) -> None:
     ledger.reverse(mistake.id, "undo")
     assert ledger.checkpoint() is not None
     ledger.consumer("mailer").commit(3)
+    ledger.consumer("zeta").commit(2)  # after "mailer" in key order
     _receipts_of_the_sealed_entries(url)
     ledger.transfer("alice", "bob", 2, "last, not sealed yet")
     assert ledger.get_stake(kept.id).status == "open"
@@ -344,6 +345,34 @@ def test_a_copy_killed_midway_is_refused_then_resumed(
     assert "resumed and finished" in resumed.stdout
     assert dump(target) == before
     assert export(target) == export(source)
+
+
+@pytest.mark.postgresql
+def test_a_resume_after_the_source_moved_on_is_refused(new_url: Callable[[str], str]) -> None:
+    """A row that changed in place since the interrupted copy (a consumer's position)."""
+    source, target = new_url("sqlite"), new_url("postgresql")
+    build_source(source)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_COPY, source, target],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+    partial = dump(target)
+    assert partial["token_consumers"], "the consumers are copied before the journal"
+    ledger = Ledger.from_url(source)
+    try:
+        ledger.consumer("mailer").commit(5)  # was 3 when the copy read it; not the last row
+    finally:
+        ledger.dispose()
+
+    refused = run_cli("db", "copy", "--from", source, "--to", target, "--resume")
+
+    assert refused.returncode == 1
+    assert "token_consumers that are not this source's" in refused.stderr
+    assert dump(target) == partial
 
 
 @pytest.mark.postgresql

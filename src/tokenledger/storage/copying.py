@@ -53,6 +53,19 @@ DEFAULT_PAGE_SIZE = 5_000
 # Tables whose rows the migrations themselves create (the chain head's one
 # row): replaced, not appended, and written last as the copy's end mark.
 _SEEDED = (chain_head_table.name,)
+# Tables whose rows change after they are written (balances, a stake's status,
+# a consumer's position, receipts redone after a reorg): a resumed copy
+# compares every row the target already holds with the source's.
+_CHANGING = frozenset(
+    {
+        "token_accounts",
+        "token_stakes",
+        "token_consumers",
+        "token_chain_deployments",
+        "token_chain_receipts",
+    }
+)
+_COMPARE_PAGE = 5_000
 
 Progress = Callable[[str, int, int], None]  # table, rows copied so far, rows in all
 
@@ -142,6 +155,21 @@ def _same_row_in(connection: Connection, table: Table, columns: list[str], row: 
     return found is not None and tuple(found) == tuple(row)
 
 
+def _same_rows_in(
+    connection: Connection, source: Connection, table: Table, columns: list[str], held: int
+) -> bool:
+    """Whether the target's ``held`` rows equal the source's first ``held``, row for row."""
+    statement = select(*(table.c[c] for c in columns)).order_by(*_pk(table)).limit(held)
+    theirs = source.execute(statement)
+    ours = connection.execute(statement)
+    while True:
+        mine, wanted = ours.fetchmany(_COMPARE_PAGE), theirs.fetchmany(_COMPARE_PAGE)
+        if [tuple(r) for r in mine] != [tuple(r) for r in wanted]:
+            return False
+        if not mine:
+            return True
+
+
 def _head_of(connection: Connection) -> tuple[int, str] | None:
     """The chain head's (seq, hash); ``None`` before revision 0003 made the chain."""
     if not inspect(connection).has_table(chain_head_table.name):
@@ -193,6 +221,11 @@ def plan_copy(source: Connection, target: Engine, *, resume: bool = False) -> Co
                 held > there
                 or not _same_row_in(
                     connection, table, columns, _row_at(source, table, columns, held)
+                )
+                # Rows of these change in place: every one held must still be the source's.
+                or (
+                    table.name in _CHANGING
+                    and not _same_rows_in(connection, source, table, columns, held)
                 )
             ):
                 raise CopyRefused(
