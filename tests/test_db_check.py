@@ -185,6 +185,50 @@ DAMAGE = {
         ["CREATE FUNCTION tokenledger_shortcut() RETURNS int LANGUAGE sql AS 'SELECT 1'"],
         None,
     ),
+    "function_security_definer": (
+        "function",
+        "tokenledger_refuse_change()",
+        ["ALTER FUNCTION tokenledger_refuse_change() SECURITY DEFINER"],
+        None,
+    ),
+    "rule_added": (
+        "rule",
+        "token_accounts.frozen_books",
+        ["CREATE RULE frozen_books AS ON UPDATE TO token_accounts DO INSTEAD NOTHING"],
+        None,
+    ),
+    "table_unlogged": (
+        "table options",
+        "token_consumers",
+        ["ALTER TABLE token_consumers SET UNLOGGED"],
+        None,
+    ),
+    "sequence_changed": (
+        "sequence",
+        "token_ledger_id_seq",
+        ["ALTER SEQUENCE token_ledger_id_seq INCREMENT 1000"],
+        None,
+    ),
+    "check_not_valid": (
+        "constraint validity",
+        "token_accounts.ck_token_accounts_balance_nonnegative",
+        [
+            "ALTER TABLE token_accounts DROP CONSTRAINT ck_token_accounts_balance_nonnegative",
+            "ALTER TABLE token_accounts ADD CONSTRAINT ck_token_accounts_balance_nonnegative "
+            "CHECK (balance >= 0) NOT VALID",
+        ],
+        None,
+    ),
+    "collation": (
+        "column|table definition",
+        "token_accounts.account_id|token_accounts",
+        ['ALTER TABLE token_accounts ALTER COLUMN account_id TYPE varchar(255) COLLATE "C"'],
+        (
+            "token_accounts",
+            "account_id VARCHAR(255) NOT NULL",
+            "account_id VARCHAR(255) COLLATE NOCASE NOT NULL",
+        ),
+    ),
 }
 
 
@@ -208,12 +252,30 @@ def test_each_kind_of_drift_is_named(damage: str, head_url: str, backend: str) -
         _sqlite(head_url, *on_sqlite)
     # "postgresql name|sqlite name" where the two backends' objects differ.
     name = name.split("|")[-1] if backend == "sqlite" else name.split("|")[0]
+    kind = kind.split("|")[-1] if backend == "sqlite" else kind.split("|")[0]
 
     drifts = _drifts(head_url)
 
     assert any(d.kind == kind and d.name == name for d in drifts), drifts
     # Only what was damaged is reported (an index dropped is also a model difference).
-    assert {d.name for d in drifts} <= {name, name.split(".")[-1]}, drifts
+    # (On SQLite a table's constraints and collations are in its own text, named too.)
+    assert {d.name for d in drifts} <= {name, name.split(".")[-1], name.split(".")[0]}, drifts
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgresql)], indirect=True
+)
+def test_triggers_switched_off_for_every_session_are_named(
+    head_url: str, postgres_server: PostgresServer
+) -> None:
+    database = make_url(head_url).database
+    with postgres_server.admin.connect() as connection:
+        connection.execute(
+            text(f'ALTER DATABASE "{database}" SET session_replication_role = replica')
+        )
+    drifts = _drifts(head_url)
+    assert [(d.kind, d.name) for d in drifts] == [("setting", "session_replication_role")]
+    assert "'replica'" in drifts[0].detail
 
 
 def test_a_model_mismatch_is_named(head_url: str, backend: str) -> None:
@@ -231,10 +293,10 @@ def test_a_model_mismatch_is_named(head_url: str, backend: str) -> None:
 
     drifts = _drifts(head_url)
 
-    assert {(d.kind, d.name) for d in drifts} == {
-        ("model", "token_ledger.writer_txid"),
-        ("column", "token_ledger.writer_txid"),
-    }, drifts
+    expected = {("model", "token_ledger.writer_txid"), ("column", "token_ledger.writer_txid")}
+    if backend == "sqlite":  # the default is in the table's own text too
+        expected.add(("table definition", "token_ledger"))
+    assert {(d.kind, d.name) for d in drifts} == expected, drifts
 
 
 def test_an_old_revision_is_reported_and_compared_with_its_own_revisions(

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 import uuid
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,7 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import ClauseElement, Connection, Engine, inspect, text
+from sqlalchemy.exc import SAWarning
 
 from tokenledger.schema import migrations
 from tokenledger.storage.engines import create_engine
@@ -108,7 +110,11 @@ def _model_drift(connection: Connection) -> list[Drift]:
             "compare_server_default": True,
         },
     )
-    diffs = _flat(compare_metadata(context, Base.metadata))
+    with warnings.catch_warnings():
+        # Reflecting a constraint an owner re-added NOT VALID warns about its
+        # dialect options; the catalog comparison names that drift itself.
+        warnings.simplefilter("ignore", SAWarning)
+        diffs = list(_flat(compare_metadata(context, Base.metadata)))
     return [Drift("model", _diff_name(d), _diff_text(d, connection)) for d in diffs]
 
 
@@ -224,10 +230,41 @@ WHERE NOT t.tgisinternal AND n.nspname = :schema AND c.relname = ANY(:tables)
 _PG_FUNCTIONS = """
 SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ')',
        pg_get_function_result(p.oid) || ' ' || l.lanname || ' ' || p.provolatile::text || ' '
+       || CASE WHEN p.prosecdef THEN 'SECURITY DEFINER ' ELSE '' END
+       || CASE WHEN p.proisstrict THEN 'STRICT ' ELSE '' END
+       || coalesce('SET ' || array_to_string(p.proconfig, ', ') || ' ', '')
        || p.prosrc
 FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
 JOIN pg_language AS l ON l.oid = p.prolang
 WHERE n.nspname = :schema AND p.proname LIKE :prefix
+"""
+# What reflection does not show and an owner can change: how a table is kept
+# (unlogged), row-level security, rewrite rules and policies, constraints
+# re-added NOT VALID, and the ledger's sequences.
+_PG_TABLE_OPTIONS = """
+SELECT c.relname, 'persistence ' || c.relpersistence::text || ' row security '
+       || c.relrowsecurity::text || ' forced ' || c.relforcerowsecurity::text
+FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relname = ANY(:tables) AND c.relkind = 'r'
+"""
+_PG_RULES = """
+SELECT tablename || '.' || rulename, definition FROM pg_rules
+WHERE schemaname = :schema AND tablename = ANY(:tables)
+"""
+_PG_POLICIES = """
+SELECT tablename || '.' || policyname, cmd || ' ' || coalesce(qual, '') || ' '
+       || coalesce(with_check, '')
+FROM pg_policies WHERE schemaname = :schema AND tablename = ANY(:tables)
+"""
+_PG_UNVALIDATED = """
+SELECT c.relname || '.' || k.conname, 'NOT VALID' FROM pg_constraint AS k
+JOIN pg_class AS c ON c.oid = k.conrelid JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE n.nspname = :schema AND c.relname = ANY(:tables) AND NOT k.convalidated
+"""
+_PG_SEQUENCES = """
+SELECT sequencename, data_type::text || ' start ' || start_value || ' min ' || min_value
+       || ' max ' || max_value || ' by ' || increment_by || ' cycle ' || cycle::text
+FROM pg_sequences WHERE schemaname = :schema AND sequencename LIKE 'token%'
 """
 
 
@@ -238,6 +275,11 @@ def _postgres_catalog(connection: Connection, schema: str) -> Catalog:
         (_PG_INDEXES, "index", {"schema": schema, "tables": tables}),
         (_PG_TRIGGERS, "trigger", {"schema": schema, "tables": tables}),
         (_PG_FUNCTIONS, "function", {"schema": schema, "prefix": _FUNCTION_PREFIX + "%"}),
+        (_PG_TABLE_OPTIONS, "table options", {"schema": schema, "tables": tables}),
+        (_PG_RULES, "rule", {"schema": schema, "tables": tables}),
+        (_PG_POLICIES, "policy", {"schema": schema, "tables": tables}),
+        (_PG_UNVALIDATED, "constraint validity", {"schema": schema, "tables": tables}),
+        (_PG_SEQUENCES, "sequence", {"schema": schema}),
     ):
         for name, definition in connection.execute(text(query), params):
             catalog[kind, name] = _normal(definition, schema)
@@ -248,6 +290,7 @@ def _postgres_catalog(connection: Connection, schema: str) -> Catalog:
 def _postgres_drift(connection: Connection, revision: str) -> list[Drift]:
     live_schema = connection.execute(text("SELECT current_schema()")).scalar_one()
     scratch = f"tokenledger_check_{uuid.uuid4().hex[:12]}"
+    guards = _guards_switched_off(connection)
     try:
         live = _postgres_catalog(connection, live_schema)
         # The reference: the revisions run in a scratch schema, then rolled back.
@@ -257,7 +300,22 @@ def _postgres_drift(connection: Connection, revision: str) -> list[Drift]:
         reference = _postgres_catalog(connection, scratch)
     finally:
         connection.rollback()
-    return _compare(live, reference)
+    return guards + _compare(live, reference)
+
+
+def _guards_switched_off(connection: Connection) -> list[Drift]:
+    """A database or role default that turns every trigger off (the append-only guards too)."""
+    role = connection.execute(text("SHOW session_replication_role")).scalar_one()
+    if role == "origin":
+        return []
+    return [
+        Drift(
+            "setting",
+            "session_replication_role",
+            f"is {role!r} for new sessions (ALTER DATABASE or ALTER ROLE ... SET): every "
+            "trigger, the append-only guards included, is off; the revisions expect 'origin'",
+        )
+    ]
 
 
 # -- SQLite -----------------------------------------------------------------------------
@@ -268,12 +326,14 @@ def _sqlite_catalog(connection: Connection) -> Catalog:
     rows = connection.execute(
         text(
             "SELECT type, name, tbl_name, sql FROM sqlite_master "
-            "WHERE type IN ('index', 'trigger') AND sql IS NOT NULL"
+            "WHERE type IN ('table', 'index', 'trigger') AND sql IS NOT NULL"
         )
     )
     for kind, name, table, sql in rows:
         if table in migrations.LEDGER_TABLES:
-            catalog[kind, f"{table}.{name}" if kind == "trigger" else name] = _normal(sql)
+            # A table's own text too: reflection drops what it cannot map (a COLLATE).
+            key = "table definition" if kind == "table" else kind
+            catalog[key, f"{table}.{name}" if kind == "trigger" else name] = _normal(sql)
     return catalog
 
 
