@@ -307,6 +307,18 @@ _KILLED_COPY = textwrap.dedent(
 )
 
 
+def _copy_killed_midway(source: str, target: str) -> None:
+    """A copy process killed with SIGKILL in the middle of a journal page."""
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_COPY, source, target],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert killed.returncode == -9, killed.stderr
+
+
 @pytest.mark.parametrize(
     ("source_backend", "target_backend"),
     [
@@ -321,14 +333,7 @@ def test_a_copy_killed_midway_is_refused_then_resumed(
     build_source(source)
     before = dump(source)
 
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_COPY, source, target],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert killed.returncode == -9, killed.stderr
+    _copy_killed_midway(source, target)
     partial = dump(target)
     assert 0 < len(partial["token_ledger"]) < len(before["token_ledger"])
     assert partial["token_ledger"] == before["token_ledger"][: len(partial["token_ledger"])]
@@ -352,14 +357,7 @@ def test_a_resume_after_the_source_moved_on_is_refused(new_url: Callable[[str], 
     """A row that changed in place since the interrupted copy (a consumer's position)."""
     source, target = new_url("sqlite"), new_url("postgresql")
     build_source(source)
-    killed = subprocess.run(
-        [sys.executable, "-c", _KILLED_COPY, source, target],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert killed.returncode == -9, killed.stderr
+    _copy_killed_midway(source, target)
     partial = dump(target)
     assert partial["token_consumers"], "the consumers are copied before the journal"
     ledger = Ledger.from_url(source)
